@@ -1,0 +1,280 @@
+"""The coupled component: OASIS-like lifecycle around the land-use and LAI emulators.
+
+init(comm, namelist) → def_partition(Box | Points) → enddef() → [put, step, get]* → finalize()
+
+The fine-grid state (last year's land-use map, LAI) is held whole on every rank and computed on a
+global tile lattice, so what a host cell receives never depends on the host's decomposition.
+"""
+from __future__ import annotations
+
+import time
+from enum import Enum
+
+import numpy as np
+
+from .clock import Events, ModelClock
+from .comm import Communicator, as_communicator
+from .errors import ArgumentError, CallOrderError, ClockError, EmulatorError
+from .grids import LatLonGrid, area_weighted_block_mean, upsample_blocks
+from .inference import tiled_predict
+from .namelist import Config, read_namelist
+from .partition import Box, Points, validate_cover
+from .runtime import RankRuntime, plan_runtime, setup_logging
+
+DRIVERS = ("tas", "pr", "rsds")  # fields the host may put: monthly means on its cells
+DRIVER_UNITS = {"tas": "K", "pr": "kg m-2 s-1", "rsds": "W m-2"}
+
+
+class State(Enum):
+    NEW = "new"
+    INITIALISED = "initialised"
+    PARTITIONED = "partitioned"
+    RUNNING = "running"
+    FINALISED = "finalised"
+
+
+class Component:
+    def __init__(self):
+        self.state = State.NEW
+        self.comm: Communicator | None = None
+        self.config: Config | None = None
+        self._fields: dict[str, np.ndarray] = {}  # host-grid outputs, (levels, local cells)
+        self._puts: dict[str, np.ndarray] = {}
+        self.timings: dict[str, float] = {}
+
+    # ------------------------------------------------------------------ lifecycle
+    def _require(self, *states: State, call: str):
+        if self.state not in states:
+            want = " or ".join(s.value for s in states)
+            raise CallOrderError(f"{call}() called in state '{self.state.value}'; it needs state {want}")
+
+    def init(self, comm, namelist_path) -> None:
+        self._require(State.NEW, call="init")
+        from .datasets import WorldData
+        from .emulators import LANDUSE_CLASSES, load_emulator
+
+        self.comm = as_communicator(comm)
+        self.config = cfg = read_namelist(namelist_path)
+        self.log = setup_logging(self.comm.rank, cfg.log_level)
+        self.runtime: RankRuntime = plan_runtime(self.comm, cfg.device, cfg.torch_threads, cfg.inference_ranks)
+        self.world = WorldData.open(cfg.input_path)
+        self.fine_grid: LatLonGrid = self.world.fine_grid
+        self.host_grid = LatLonGrid(cfg.host_nlat, cfg.host_nlon, self.fine_grid.lat0, self.fine_grid.lon0,
+                                    self.fine_grid.dlat * self.fine_grid.nlat / cfg.host_nlat,
+                                    self.fine_grid.dlon * self.fine_grid.nlon / cfg.host_nlon)
+        try:
+            self.host_factor = self.host_grid.refinement_factor(self.fine_grid)
+        except ValueError as exc:
+            raise ArgumentError(f"{namelist_path}: host grid {cfg.host_nlat}x{cfg.host_nlon} does not fit the "
+                                f"emulator grid {self.fine_grid.nlat}x{self.fine_grid.nlon}: {exc}") from exc
+        self.scenario_factor = self.world.coarse_grid.refinement_factor(self.fine_grid)
+        self.class_codes = np.array([c for c, _ in LANDUSE_CLASSES], dtype=np.uint8)
+        self.class_names = [n for _, n in LANDUSE_CLASSES]
+        dev = self.runtime.device
+        self.landuse_emulator = load_emulator("landuse", cfg.landuse_emulator, device=dev)
+        self.lai_emulator = load_emulator("lai", cfg.lai_emulator, device=dev)
+        self.clock = ModelClock(cfg.calendar, cfg.lai_cadence, cfg.lai_interval_days)
+        self.fine_map: np.ndarray | None = None
+        self.fine_lai: np.ndarray | None = None
+        self.history = None
+        if cfg.output_dir and self.comm.rank == 0:
+            from .history import FineHistory
+
+            self.history = FineHistory(cfg.output_dir, self.fine_grid, cfg.calendar, LANDUSE_CLASSES)
+        self.state = State.INITIALISED
+        self.log.info("initialised on %d ranks: host grid %dx%d, emulator grid %dx%d (x%d), device %s, %d torch "
+                      "threads, %s inference rank", self.comm.size, cfg.host_nlat, cfg.host_nlon,
+                      self.fine_grid.nlat, self.fine_grid.nlon, self.host_factor, dev, self.runtime.threads,
+                      "an" if self.runtime.is_inference_rank else "not an")
+
+    def def_partition(self, partition: Box | Points) -> None:
+        self._require(State.INITIALISED, call="def_partition")
+        if not isinstance(partition, (Box, Points)):
+            raise ArgumentError(f"partition must be a Box or Points, got {type(partition).__name__}")
+        self.partition = partition
+        self.local_cells = partition.global_indices(self.host_grid.nlat, self.host_grid.nlon)
+        self.state = State.PARTITIONED
+
+    def enddef(self) -> None:
+        self._require(State.PARTITIONED, call="enddef")
+        validate_cover(self.comm, self.local_cells, self.host_grid.ncells)
+        self.state = State.RUNNING
+
+    @property
+    def local_size(self) -> int:
+        self._require(State.PARTITIONED, State.RUNNING, call="local_size")
+        return int(self.local_cells.size)
+
+    def field_levels(self, name: str) -> list[str]:
+        if name == "landuse_fraction":
+            return list(self.class_names)
+        if name in ("lai",) + DRIVERS:
+            return [name]
+        raise ArgumentError(f"unknown field '{name}'; known: landuse_fraction, lai (get), {', '.join(DRIVERS)} (put)")
+
+    def put(self, name: str, values) -> None:
+        self._require(State.RUNNING, call="put")
+        if name not in DRIVERS:
+            raise ArgumentError(f"cannot put field '{name}'; the plugin accepts {', '.join(DRIVERS)}")
+        values = self._check_host_array(name, values, 1)
+        if not np.all(np.isfinite(values)):
+            raise ArgumentError(f"put('{name}'): {int(np.sum(~np.isfinite(values)))} values are NaN or Inf")
+        self._puts[name] = np.array(values, dtype=np.float64).ravel()
+
+    def step(self, when) -> set[str]:
+        self._require(State.RUNNING, call="step")
+        events = self.clock.advance(*self._date_tuple(when))
+        changed: set[str] = set()
+        if events.new_year:
+            self._advance_landuse(events)
+            changed.add("landuse_fraction")
+        if events.new_lai_period and self.config.do_dynamic_lai:
+            self._advance_lai(events)
+            changed.add("lai")
+        self._puts.clear()
+        return changed
+
+    def get(self, name: str, out) -> None:
+        self._require(State.RUNNING, call="get")
+        nlev = len(self.field_levels(name))
+        if name not in ("landuse_fraction", "lai"):
+            raise ArgumentError(f"cannot get field '{name}'; available: landuse_fraction, lai")
+        if name not in self._fields:
+            raise CallOrderError(f"get('{name}') before any step() produced it")
+        view = self._check_host_array(name, out, nlev)
+        view.reshape(nlev, self.local_size)[...] = self._fields[name]
+
+    def finalize(self) -> None:
+        self._require(State.INITIALISED, State.PARTITIONED, State.RUNNING, call="finalize")
+        if self.history is not None:
+            self.history.close()
+        self.landuse_emulator = self.lai_emulator = None
+        self._fields.clear()
+        if self.runtime.device.startswith("cuda"):
+            import torch
+
+            torch.cuda.empty_cache()
+        self.state = State.FINALISED
+        self.log.info("finalised; time in emulators: %s",
+                      ", ".join(f"{k} {v:.2f} s" for k, v in self.timings.items()) or "none")
+
+    # ------------------------------------------------------------------ helpers
+    @staticmethod
+    def _date_tuple(when) -> tuple[int, int, int, int]:
+        if hasattr(when, "year"):
+            return (when.year, when.month, when.day, when.hour * 3600 + when.minute * 60 + when.second)
+        try:
+            y, m, d, *rest = (int(v) for v in when)
+        except (TypeError, ValueError) as exc:
+            raise ClockError(f"time must be a date or (year, month, day[, second]), got {when!r}") from exc
+        return (y, m, d, rest[0] if rest else 0)
+
+    def _check_host_array(self, name: str, array, nlev: int) -> np.ndarray:
+        if not isinstance(array, np.ndarray) or array.dtype not in (np.float32, np.float64):
+            raise ArgumentError(f"field '{name}': expected a float32 or float64 array, "
+                                f"got {getattr(array, 'dtype', type(array).__name__)}")
+        want = nlev * self.local_size
+        if array.size != want:
+            raise ArgumentError(f"field '{name}': array has {array.size} values, expected {want} "
+                                f"({nlev} level(s) x {self.local_size} local cells)")
+        return array.reshape(-1)
+
+    def _gather_host(self, local: np.ndarray) -> np.ndarray:
+        """A field on the whole host grid (nlat, nlon) from every rank's local cells."""
+        values = self.comm.allgatherv(local)
+        cells = self.comm.allgatherv(self.local_cells)
+        field = np.empty(self.host_grid.ncells)
+        field[cells] = values
+        return field.reshape(self.host_grid.shape)
+
+    def _to_host(self, fine: np.ndarray) -> np.ndarray:
+        """Fine (levels, H, W) → this rank's host cells (levels, local), area-weighted."""
+        coarse = area_weighted_block_mean(fine.astype(np.float64), self.fine_grid, self.host_factor)
+        return coarse.reshape(fine.shape[0], -1)[:, self.local_cells]
+
+    def _predict(self, emulator, inputs: np.ndarray) -> np.ndarray:
+        import torch
+
+        device = self.runtime.device
+
+        def predict_batch(x: np.ndarray) -> np.ndarray:
+            try:
+                with torch.inference_mode():
+                    y = emulator.model(torch.from_numpy(x).to(device))
+                    return emulator.postprocess(y).float().cpu().numpy()
+            except Exception as exc:
+                raise EmulatorError(f"{emulator.name}: inference failed on a batch of shape {x.shape}: {exc}") from exc
+
+        cfg = self.config
+        return tiled_predict(
+            predict_batch, inputs, tile=cfg.tile_size, overlap=cfg.tile_overlap, wrap_lon=self.fine_grid.is_global,
+            comm=self.comm, inference_index=self.runtime.inference_index, n_inference=self.runtime.n_inference)
+
+    def _initial_map(self, year: int) -> np.ndarray:
+        earlier = [y for y in self.world.years if y < year]
+        first = earlier[-1] if earlier else min(self.world.years)
+        self.log.info("year %d: initial land-use prior from the observed map of %d", year, first)
+        return self.world.lulc(first)
+
+    def _advance_landuse(self, events: Events) -> None:
+        year = events.date.year
+        if self.fine_map is None:
+            self.fine_map = self._initial_map(year)
+        if self.config.do_dynamic_landuse:
+            t0 = time.perf_counter()
+            scenario = upsample_blocks(self.world.scenario_groups(year), self.scenario_factor)
+            em = self.landuse_emulator
+            probs = self._predict(em, em.inputs(scenario, self.world.static, self.fine_map))
+            probs = em.apply_mask(probs, self.world.land_mask)
+            self.fine_map = self.class_codes[np.argmax(probs, axis=0)]
+            self.timings["landuse"] = self.timings.get("landuse", 0.0) + time.perf_counter() - t0
+        onehot = (self.fine_map[None, :, :] == self.class_codes[:, None, None]).astype(np.float64)
+        self._fields["landuse_fraction"] = self._to_host(onehot)
+        if self.history is not None:
+            self.history.write_landuse(events.date, self.fine_map)
+
+    def _drivers(self, events: Events) -> np.ndarray:
+        """Fine (3, H, W) drivers for the LAI period: the host's puts downscaled, else the input files."""
+        date = events.date
+        put = self.comm.allgather(sorted(self._puts))
+        if any(put) and any(p != put[0] for p in put):
+            raise ArgumentError(f"ranks put different driver fields before step: {put}")
+        base = self.world.drivers(date.year, date.month)
+        missing = [d for d in DRIVERS if d not in put[0]]
+        if put[0] and missing:
+            raise ArgumentError(f"put the drivers {', '.join(DRIVERS)} together; missing {', '.join(missing)}")
+        if not put[0]:
+            return base
+        clim = self.world.climatology(date.month)
+        out = np.empty_like(base)
+        for n, name in enumerate(DRIVERS):
+            host = self._gather_host(self._puts[name])
+            clim_host = area_weighted_block_mean(clim[n].astype(np.float64), self.fine_grid, self.host_factor)
+            out[n] = clim[n] + upsample_blocks(host - clim_host, self.host_factor)  # delta downscaling
+        out[1] = np.maximum(out[1], 0.0)
+        out[2] = np.maximum(out[2], 0.0)
+        return out
+
+    def _advance_lai(self, events: Events) -> None:
+        t0 = time.perf_counter()
+        drivers = self._drivers(events)
+        onehot = (self.fine_map[None, :, :] == self.class_codes[:, None, None]).astype(np.float32)
+        em = self.lai_emulator
+        doy = self._period_middle(events)
+        lai = self._predict(em, em.inputs(onehot, drivers, doy))[0]
+        self.fine_lai = em.apply_mask(lai, self.world.land_mask)
+        self._fields["lai"] = self._to_host(self.fine_lai[None])
+        self.timings["lai"] = self.timings.get("lai", 0.0) + time.perf_counter() - t0
+        if self.history is not None:
+            self.history.write_lai(events.date, self.fine_lai)
+
+    def _period_middle(self, events: Events) -> float:
+        cfg = self.config
+        if cfg.lai_cadence == "monthly":
+            d = events.date
+            first = self.clock.date(d.year, d.month, 1, 0).dayofyr
+            nxt = self.clock.date(d.year + (d.month == 12), d.month % 12 + 1, 1, 0)
+            length = (nxt - self.clock.date(d.year, d.month, 1, 0)).days
+            return first - 1 + length / 2.0
+        start = ((events.day_of_year - 1) // cfg.lai_interval_days) * cfg.lai_interval_days
+        return start + min(cfg.lai_interval_days, events.days_in_year - start) / 2.0

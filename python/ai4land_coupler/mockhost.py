@@ -1,0 +1,181 @@
+"""The Python mock host: a stand-in climate model that drives the plugin as a Fortran host would.
+
+Reads ``&mock_host_nml``, splits its global lat-lon grid into uneven boxes over the ranks, steps
+N model years, puts an analytic climate, gets land use each new year and LAI when it changes,
+gathers to rank 0, writes a CF netCDF file and prints one summary line per year. Its Fortran twin
+is ``fortran_bridge/mock_host.F90``; both write the same file layout.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .partition import Box
+
+MONTH_DAYS = (31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)  # noleap
+
+
+@dataclass(frozen=True)
+class HostSettings:
+    nlat: int
+    nlon: int
+    start_year: int
+    nyears: int
+    step_frequency: str
+    output_file: str
+    ai4land_namelist: str
+    put_drivers: bool
+
+
+def read_host_namelist(path: str) -> HostSettings:
+    import f90nml
+
+    group = f90nml.read(path)["mock_host_nml"]
+    base = Path(path).resolve().parent
+    s = HostSettings(
+        nlat=int(group["nlat"]), nlon=int(group["nlon"]), start_year=int(group["start_year"]),
+        nyears=int(group["nyears"]), step_frequency=str(group.get("step_frequency", "monthly")),
+        output_file=str(base / group.get("output_file", "mock_host_out.nc")),
+        ai4land_namelist=str(base / group.get("ai4land_namelist", Path(path).name)),
+        put_drivers=bool(group.get("put_drivers", True)),
+    )
+    if s.step_frequency not in ("monthly", "daily"):
+        raise ValueError(f"{path}: step_frequency must be 'monthly' or 'daily', got {s.step_frequency!r}")
+    return s
+
+
+def process_grid(size: int) -> tuple[int, int]:
+    """(p_lon, p_lat) with p_lon * p_lat = size, as square as possible, more columns than rows."""
+    p_lat = max(d for d in range(1, int(math.isqrt(size)) + 1) if size % d == 0)
+    return size // p_lat, p_lat
+
+
+def split(n: int, parts: int, index: int) -> tuple[int, int]:
+    """Offset and length of block ``index`` when ``n`` is split into ``parts`` uneven blocks."""
+    base, extra = divmod(n, parts)
+    return index * base + min(index, extra), base + (index < extra)
+
+
+def decompose(nlat: int, nlon: int, size: int, rank: int) -> Box:
+    p_lon, p_lat = process_grid(size)
+    i0, ni = split(nlon, p_lon, rank % p_lon)
+    j0, nj = split(nlat, p_lat, rank // p_lon)
+    return Box(i0, j0, ni, nj)
+
+
+def host_climate(lat_deg: np.ndarray, month: int) -> dict[str, np.ndarray]:
+    """The mock host's analytic monthly climate (Fortran twin: mock_host.F90, host_climate)."""
+    phi = np.deg2rad(lat_deg)
+    season = math.cos(2.0 * math.pi * (month - 7) / 12.0)  # +1 in July
+    tas = 300.0 - 50.0 * np.sin(phi) ** 2 + 15.0 * np.sin(phi) * season
+    pr = 2.0e-5 + 6.0e-5 * np.exp(-((lat_deg / 15.0) ** 2)) + 1.5e-5 * np.cos(phi) ** 2
+    rsds = np.maximum(0.0, 190.0 * np.cos(phi) + 120.0 * np.sin(phi) * season)
+    return {"tas": tas, "pr": pr, "rsds": rsds}
+
+
+def run(namelist_path: str, comm) -> int:
+    from .component import Component
+    from .grids import LatLonGrid
+    from .history import add_latlon
+
+    s = read_host_namelist(namelist_path)
+    rank, size = comm.Get_rank(), comm.Get_size()
+    box = decompose(s.nlat, s.nlon, size, rank)
+    grid = LatLonGrid(s.nlat, s.nlon)
+    lat_local = np.repeat(grid.lat[box.j_offset:box.j_offset + box.nj], box.ni)
+    area = grid.cell_area_weights()
+
+    plugin = Component()
+    plugin.init(comm, s.ai4land_namelist)
+    plugin.def_partition(box)
+    plugin.enddef()
+    classes = plugin.field_levels("landuse_fraction")
+    fractions = np.zeros((len(classes), box.nj, box.ni))
+    lai = np.zeros((box.nj, box.ni))
+    frac_out, lai_out = [], []
+
+    def gather(local: np.ndarray) -> np.ndarray | None:
+        parts = comm.gather((box, local), root=0)
+        if rank:
+            return None
+        full = np.zeros(local.shape[:-2] + (s.nlat, s.nlon))
+        for b, v in parts:
+            full[..., b.j_offset:b.j_offset + b.nj, b.i_offset:b.i_offset + b.ni] = v
+        return full
+
+    for year in range(s.start_year, s.start_year + s.nyears):
+        lai_sum, lai_n = np.zeros_like(lai), 0
+        for month in range(1, 13):
+            days = range(1, MONTH_DAYS[month - 1] + 1) if s.step_frequency == "daily" else (1,)
+            for day in days:
+                if s.put_drivers and day == 1:
+                    for name, values in host_climate(lat_local, month).items():
+                        plugin.put(name, values)
+                changed = plugin.step((year, month, day, 0))
+                if "landuse_fraction" in changed:
+                    plugin.get("landuse_fraction", fractions)
+                    frac_out.append((year, gather(fractions)))
+                if "lai" in changed:
+                    plugin.get("lai", lai)
+                    lai_out.append(((year, month, day), gather(lai)))
+                lai_sum += lai
+                lai_n += 1
+        annual_lai = gather(lai_sum / lai_n)
+        if rank == 0:
+            mean = np.tensordot(frac_out[-1][1], area, axes=([1, 2], [0, 1])) / area.sum()
+            shares = " ".join(f"{n} {m:.4f}" for n, m in zip(classes, mean) if n != "ocean")
+            print(f"year {year}: {shares} | LAI mean {np.sum(annual_lai * area) / area.sum():.3f} "
+                  f"max {annual_lai.max():.3f}", flush=True)
+    plugin.finalize()
+
+    if rank == 0:
+        import netCDF4
+
+        with netCDF4.Dataset(s.output_file, "w") as ds:
+            ds.Conventions = "CF-1.10"
+            ds.title = "ai4land mock host output (Python host)"
+            add_latlon(ds, grid)
+            ds.createDimension("class", len(classes))
+            ds.createDimension("year", len(frac_out))
+            ds.createDimension("time", len(lai_out))
+            y = ds.createVariable("year", "i4", ("year",))
+            y[:] = [yr for yr, _ in frac_out]
+            y.long_name = "model year of the land-use map"
+            t = ds.createVariable("time", "f8", ("time",))
+            t.units, t.calendar, t.standard_name = "days since 1850-01-01 00:00:00", "noleap", "time"
+            t[:] = [(yy - 1850) * 365 + sum(MONTH_DAYS[: mm - 1]) + dd - 1 for (yy, mm, dd), _ in lai_out]
+            f = ds.createVariable("landuse_fraction", "f8", ("year", "class", "lat", "lon"))
+            f.standard_name, f.units, f.class_names = "area_fraction", "1", " ".join(classes)
+            f[:] = np.stack([v for _, v in frac_out])
+            v = ds.createVariable("lai", "f8", ("time", "lat", "lon"))
+            v.standard_name, v.units = "leaf_area_index", "1"
+            v[:] = np.stack([v for _, v in lai_out])
+        print(f"wrote {s.output_file}", flush=True)
+    return 0
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="ai4land mock-host", description=__doc__.splitlines()[0])
+    parser.add_argument("namelist", help="file with &mock_host_nml (and usually &ai4land_nml)")
+    args = parser.parse_args(argv)
+    from mpi4py import MPI
+
+    comm = MPI.COMM_WORLD.Dup()
+    try:
+        return run(args.namelist, comm)
+    except Exception as exc:
+        from .errors import Ai4LandError
+
+        status = exc.status if isinstance(exc, Ai4LandError) else 99
+        print(f"[mock host r{comm.Get_rank()}] ai4land error {status}: {exc}", file=sys.stderr, flush=True)
+        comm.Abort(status)
+        return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -73,9 +73,9 @@ class LatLonGrid:
         return np.stack([edges[:-1], edges[1:]], axis=1)
 
     def cell_area_weights(self) -> np.ndarray:
-        """Relative cell areas (nlat, nlon): proportional to sin(lat_n) - sin(lat_s)."""
+        """Cell areas on the unit sphere (nlat, nlon): dlon * (sin(lat_n) - sin(lat_s))."""
         b = np.deg2rad(self.lat_bounds)
-        w = np.sin(b[:, 1]) - np.sin(b[:, 0])
+        w = np.deg2rad(self.dlon) * (np.sin(b[:, 1]) - np.sin(b[:, 0]))
         return np.repeat(w[:, None], self.nlon, axis=1)
 
     def refinement_factor(self, fine: "LatLonGrid") -> int:

@@ -1,0 +1,43 @@
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+BUILD = REPO / "build"
+WORLD = REPO / "data" / "world"
+MPI_ENV = {
+    "OMPI_ALLOW_RUN_AS_ROOT": "1",
+    "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
+    "OMPI_MCA_rmaps_base_oversubscribe": "1",
+    "OMP_NUM_THREADS": "1",
+}
+
+
+def run_mpi(n: int, argv: list[str], cwd, timeout: int = 300, env_extra=None) -> subprocess.CompletedProcess:
+    """``mpirun -n N argv`` with a timeout, so a hang fails the test instead of blocking CI."""
+    env = {**os.environ, **MPI_ENV, **(env_extra or {})}
+    env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
+    return subprocess.run([shutil.which("mpirun") or "mpirun", "-n", str(n), *argv], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def world_dir() -> Path:
+    """The default synthetic world (seed 0), made by the setup's `ai4land make-data` if missing."""
+    if not (WORLD / "lai_monthly.nc").exists():
+        from ai4land_coupler.world import make_world
+
+        make_world(WORLD, seed=0)
+    return WORLD
+
+
+def write_namelist(path: Path, world: Path, **overrides) -> Path:
+    """A plugin namelist for the default world on a 2-degree host grid, with overrides."""
+    values = {"host_nlat": 90, "host_nlon": 180, "input_dir": f"'{world}'", **overrides}
+    body = "\n".join(f"  {k} = {v}" for k, v in values.items())
+    path.write_text(f"&ai4land_nml\n{body}\n/\n")
+    return path

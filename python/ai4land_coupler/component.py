@@ -67,7 +67,6 @@ class Component:
         except ValueError as exc:
             raise ArgumentError(f"{namelist_path}: host grid {cfg.host_nlat}x{cfg.host_nlon} does not fit the "
                                 f"emulator grid {self.fine_grid.nlat}x{self.fine_grid.nlon}: {exc}") from exc
-        self.scenario_factor = self.world.coarse_grid.refinement_factor(self.fine_grid)
         self.class_codes = np.array([c for c, _ in LANDUSE_CLASSES], dtype=np.uint8)
         self.class_names = [n for _, n in LANDUSE_CLASSES]
         dev = self.runtime.device
@@ -222,9 +221,8 @@ class Component:
             self.fine_map = self._initial_map(year)
         if self.config.do_dynamic_landuse:
             t0 = time.perf_counter()
-            scenario = upsample_blocks(self.world.scenario_groups(year), self.scenario_factor)
             em = self.landuse_emulator
-            probs = self._predict(em, em.inputs(scenario, self.world.static, self.fine_map))
+            probs = self._predict(em, em.inputs(self.world.scenario_groups_fine(year), self.world.static, self.fine_map))
             probs = em.apply_mask(probs, self.world.land_mask)
             self.fine_map = self.class_codes[np.argmax(probs, axis=0)]
             self.timings["landuse"] = self.timings.get("landuse", 0.0) + time.perf_counter() - t0
@@ -239,14 +237,13 @@ class Component:
         put = self.comm.allgather(sorted(self._puts))
         if any(put) and any(p != put[0] for p in put):
             raise ArgumentError(f"ranks put different driver fields before step: {put}")
-        base = self.world.drivers(date.year, date.month)
         missing = [d for d in DRIVERS if d not in put[0]]
         if put[0] and missing:
             raise ArgumentError(f"put the drivers {', '.join(DRIVERS)} together; missing {', '.join(missing)}")
         if not put[0]:
-            return base
-        clim = self.world.climatology(date.month)
-        out = np.empty_like(base)
+            return self.world.drivers(date.year, date.month)
+        clim = self.world.climatology()[date.month - 1]
+        out = np.empty_like(clim)
         for n, name in enumerate(DRIVERS):
             host = self._gather_host(self._puts[name])
             clim_host = area_weighted_block_mean(clim[n].astype(np.float64), self.fine_grid, self.host_factor)

@@ -1,0 +1,111 @@
+"""The Python component end to end on the default world (serial)."""
+import numpy as np
+import pytest
+
+from ai4land_coupler.component import Component
+from ai4land_coupler.errors import ArgumentError, CallOrderError, ClockError
+from ai4land_coupler.partition import Box, Points
+from conftest import write_namelist
+
+NLAT, NLON = 90, 180
+
+
+def run_component(namelist, partition, steps, drivers=None):
+    """Run the lifecycle; returns {(step, field): values in global cell order}."""
+    c = Component()
+    c.init(None, namelist)
+    c.def_partition(partition)
+    c.enddef()
+    cells = partition.global_indices(NLAT, NLON)
+    out = {}
+    for when in steps:
+        if drivers:
+            for name, values in drivers(cells).items():
+                c.put(name, values)
+        changed = c.step(when)
+        for name in sorted(changed):
+            nlev = len(c.field_levels(name))
+            local = np.zeros((nlev, c.local_size))
+            c.get(name, local)
+            full = np.full((nlev, NLAT * NLON), np.nan)
+            full[:, cells] = local
+            out[(when, name)] = full
+    c.finalize()
+    return out
+
+
+STEPS = [(2031, 1, 1, 0), (2031, 1, 16, 0), (2031, 7, 1, 0)]
+
+
+@pytest.fixture(scope="module")
+def box_run(world_dir, tmp_path_factory):
+    nml = write_namelist(tmp_path_factory.mktemp("c") / "a.nml", world_dir)
+    return run_component(nml, Box(0, 0, NLON, NLAT), STEPS)
+
+
+def test_fields_are_physical(box_run):
+    assert set(box_run) == {(STEPS[0], "landuse_fraction"), (STEPS[0], "lai"), (STEPS[2], "lai")}
+    frac = box_run[(STEPS[0], "landuse_fraction")]
+    assert frac.shape == (8, NLAT * NLON) and not np.isnan(frac).any()
+    assert frac.min() >= 0.0 and frac.max() <= 1.0
+    np.testing.assert_allclose(frac.sum(axis=0), 1.0, atol=1e-12)
+    assert 0.15 < 1.0 - frac[0].mean() < 0.6  # land share
+    for when in (STEPS[0], STEPS[2]):
+        lai = box_run[(when, "lai")]
+        assert lai.min() >= 0.0 and np.isfinite(lai).all()
+    jan, jul = box_run[(STEPS[0], "lai")][0].reshape(NLAT, NLON), box_run[(STEPS[2], "lai")][0].reshape(NLAT, NLON)
+    north = slice(NLAT // 2 + 15, NLAT - 10)  # 30N-70N: summer LAI above winter LAI
+    assert jul[north].mean() > 1.2 * jan[north].mean()
+
+
+def test_shuffled_points_partition_gives_identical_bits(box_run, world_dir, tmp_path):
+    nml = write_namelist(tmp_path / "a.nml", world_dir)
+    cells = np.random.default_rng(3).permutation(NLAT * NLON)
+    points = run_component(nml, Points(cells), STEPS)
+    assert points.keys() == box_run.keys()
+    for key in box_run:
+        assert np.array_equal(points[key], box_run[key]), key
+
+
+def test_host_drivers_change_lai(box_run, world_dir, tmp_path):
+    from ai4land_coupler.mockhost import host_climate
+
+    nml = write_namelist(tmp_path / "a.nml", world_dir)
+    lat = np.repeat(-90 + 2.0 * (np.arange(NLAT) + 0.5), NLON)
+    run = run_component(nml, Box(0, 0, NLON, NLAT), STEPS[:1], drivers=lambda cells: host_climate(lat[cells], 1))
+    lai, ref = run[(STEPS[0], "lai")], box_run[(STEPS[0], "lai")]
+    assert lai.min() >= 0 and not np.array_equal(lai, ref)
+    assert np.array_equal(run[(STEPS[0], "landuse_fraction")], box_run[(STEPS[0], "landuse_fraction")])
+
+
+def test_call_order_and_argument_errors(world_dir, tmp_path):
+    nml = write_namelist(tmp_path / "a.nml", world_dir, do_dynamic_lai=".false.")
+    c = Component()
+    with pytest.raises(CallOrderError, match=r"step\(\) called in state 'new'"):
+        c.step((2031, 1, 1))
+    c.init(None, nml)
+    with pytest.raises(CallOrderError, match=r"init\(\) called in state 'initialised'"):
+        c.init(None, nml)
+    c.def_partition(Box(0, 0, NLON, NLAT))
+    with pytest.raises(CallOrderError, match="enddef"):
+        c.step((2031, 1, 1))
+    c.enddef()
+    out = np.zeros((8, c.local_size))
+    with pytest.raises(CallOrderError, match="before any step"):
+        c.get("landuse_fraction", out)
+    with pytest.raises(ArgumentError, match="unknown field 'lia'"):
+        c.get("lia", out)
+    with pytest.raises(ArgumentError, match="has 10 values, expected 16200"):
+        c.put("tas", np.zeros(10))
+    with pytest.raises(ArgumentError, match="1 values are NaN or Inf"):
+        bad = np.full(c.local_size, 280.0)
+        bad[5] = np.nan
+        c.put("tas", bad)
+    with pytest.raises(ArgumentError, match="float32 or float64"):
+        c.put("tas", np.zeros(c.local_size, dtype=np.int32))
+    assert c.step((2031, 1, 1)) == {"landuse_fraction"}
+    with pytest.raises(ClockError, match="backwards"):
+        c.step((2030, 12, 31))
+    c.finalize()
+    with pytest.raises(CallOrderError, match="finalised"):
+        c.step((2031, 2, 1))

@@ -1,0 +1,409 @@
+!> Fortran MPI mock host model for the ai4land plugin.
+!!
+!!   mpirun -n N ai4land_mock_host mock_host.nml
+!!
+!! Decomposes an nlat x nlon lat-lon grid into boxes over a 2-D process grid, drives the plugin
+!! through its lifecycle with an analytic seasonal climate (tas, pr, rsds put before each month),
+!! gets 'landuse_fraction' and 'lai' when the plugin says they changed, gathers them on rank 0
+!! into one netCDF file and prints one summary line per model year.
+!! Any plugin error: the message is printed and the run ends with MPI_Abort(status).
+module mock_host_support
+  use, intrinsic :: iso_fortran_env, only: error_unit, output_unit, real64
+  use mpi
+  use netcdf
+  use ai4land
+  implicit none
+  private
+  public :: dp, box_t, split, box_of_rank, check_plugin, check_nc, fail, gather_boxes, &
+            days_in_month, day_of_year, put_climate
+
+  integer, parameter :: dp = real64
+  integer, parameter :: days_in_month(12) = [31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31]
+
+  !> A rank's box of host cells, 1-based.
+  type :: box_t
+    integer :: i0 = 1, j0 = 1, ni = 0, nj = 0
+  end type box_t
+
+contains
+
+  !> Split n items into `parts` nearly equal runs; part p (0-based) starts at `first` (1-based).
+  subroutine split(n, parts, p, first, count)
+    integer, intent(in) :: n, parts, p
+    integer, intent(out) :: first, count
+    count = n / parts + merge(1, 0, p < mod(n, parts))
+    first = p * (n / parts) + min(p, mod(n, parts)) + 1
+  end subroutine split
+
+  !> Box of `rank` on a px x py process grid (longitude split px ways, latitude py ways).
+  function box_of_rank(rank, px, py, nlon, nlat) result(box)
+    integer, intent(in) :: rank, px, py, nlon, nlat
+    type(box_t) :: box
+    call split(nlon, px, mod(rank, px), box%i0, box%ni)
+    call split(nlat, py, rank / px, box%j0, box%nj)
+  end function box_of_rank
+
+  !> Print a failure and end the whole run with `code`.
+  subroutine fail(code, message)
+    integer, intent(in) :: code
+    character(len=*), intent(in) :: message
+    integer :: rank, mpierr
+    call MPI_Comm_rank(MPI_COMM_WORLD, rank, mpierr)
+    write(error_unit, '(a,i0,a)') 'ai4land_mock_host[rank ', rank, ']: ' // trim(message)
+    flush(error_unit)
+    flush(output_unit)
+    call MPI_Abort(MPI_COMM_WORLD, max(code, 1), mpierr)
+    stop 1
+  end subroutine fail
+
+  !> Abort with the plugin's message if a plugin call failed.
+  subroutine check_plugin(ierr, what)
+    integer, intent(in) :: ierr
+    character(len=*), intent(in) :: what
+    character(len=16) :: code
+    if (ierr == AI4LAND_OK) return
+    write(code, '(i0)') ierr
+    call fail(ierr, what // ' failed with status ' // trim(code) // ': ' // ai4land_error_message())
+  end subroutine check_plugin
+
+  !> Abort if a netCDF call failed.
+  subroutine check_nc(status, what)
+    integer, intent(in) :: status
+    character(len=*), intent(in) :: what
+    if (status /= NF90_NOERR) call fail(3, 'netCDF ' // what // ': ' // trim(nf90_strerror(status)))
+  end subroutine check_nc
+
+  !> Day of the year (1-365) in the noleap calendar.
+  integer function day_of_year(month, day)
+    integer, intent(in) :: month, day
+    day_of_year = sum(days_in_month(1:month - 1)) + day
+  end function day_of_year
+
+  !> Gather each rank's box of `local(ni, nj, nlev)` into `global(nlon, nlat, nlev)` on rank 0.
+  subroutine gather_boxes(comm, boxes, local, global)
+    integer, intent(in) :: comm
+    type(box_t), intent(in) :: boxes(0:)
+    real(dp), intent(in) :: local(:, :, :)
+    real(dp), intent(inout) :: global(:, :, :)
+    integer :: rank, nranks, r, nlev, k, offset, mpierr
+    integer, allocatable :: counts(:), displs(:)
+    real(dp), allocatable :: buffer(:)
+    call MPI_Comm_rank(comm, rank, mpierr)
+    nranks = size(boxes)
+    nlev = size(local, 3)
+    allocate(counts(0:nranks - 1), displs(0:nranks - 1))
+    counts = boxes%ni * boxes%nj * nlev
+    displs(0) = 0
+    do r = 1, nranks - 1
+      displs(r) = displs(r - 1) + counts(r - 1)
+    end do
+    allocate(buffer(merge(sum(counts), 1, rank == 0)))
+    call MPI_Gatherv(local, size(local), MPI_DOUBLE_PRECISION, buffer, counts, displs, &
+                     MPI_DOUBLE_PRECISION, 0, comm, mpierr)
+    if (rank /= 0) return
+    do r = 0, nranks - 1
+      associate (b => boxes(r))
+        do k = 1, nlev
+          offset = displs(r) + (k - 1) * b%ni * b%nj
+          global(b%i0:b%i0 + b%ni - 1, b%j0:b%j0 + b%nj - 1, k) = &
+            reshape(buffer(offset + 1:offset + b%ni * b%nj), [b%ni, b%nj])
+        end do
+      end associate
+    end do
+  end subroutine gather_boxes
+
+  !> Put an analytic monthly climate on the local cells: seasons opposite in the two hemispheres.
+  subroutine put_climate(comp, month, lat, lon)
+    type(ai4land_component), intent(in) :: comp
+    integer, intent(in) :: month
+    real(dp), intent(in) :: lat(:), lon(:)  ! local cell centres, degrees
+    real(dp), parameter :: pi = acos(-1.0_dp), deg = pi / 180.0_dp
+    real(dp), allocatable :: tas(:, :), pr(:, :), rsds(:, :)
+    real(dp) :: season, declination, phi
+    integer :: i, j, ierr
+    allocate(tas(size(lon), size(lat)), pr(size(lon), size(lat)), rsds(size(lon), size(lat)))
+    ! +1 at the northern summer peak (mid-July), -1 in mid-January
+    season = cos(2.0_dp * pi * (day_of_year(month, 15) - 196) / 365.0_dp)
+    declination = 23.44_dp * deg * season
+    do j = 1, size(lat)
+      phi = lat(j) * deg
+      do i = 1, size(lon)
+        tas(i, j) = 300.0_dp - 45.0_dp * sin(phi)**2 + 15.0_dp * sin(phi) * season
+        pr(i, j) = 3.0e-5_dp * (0.4_dp + cos(phi)**2 + 0.3_dp * sin(phi) * season) &
+                   * (1.0_dp + 0.2_dp * sin(2.0_dp * lon(i) * deg))
+        rsds(i, j) = 150.0_dp + 100.0_dp * max(0.0_dp, cos(phi - declination))
+      end do
+    end do
+    call ai4land_put(comp, 'tas', tas, ierr)
+    call check_plugin(ierr, "ai4land_put('tas')")
+    call ai4land_put(comp, 'pr', pr, ierr)
+    call check_plugin(ierr, "ai4land_put('pr')")
+    call ai4land_put(comp, 'rsds', rsds, ierr)
+    call check_plugin(ierr, "ai4land_put('rsds')")
+  end subroutine put_climate
+
+end module mock_host_support
+
+
+program ai4land_mock_host
+  use, intrinsic :: iso_fortran_env, only: output_unit
+  use mpi
+  use netcdf
+  use ai4land
+  use mock_host_support
+  implicit none
+
+  ! &mock_host_nml
+  integer :: nlat = 18, nlon = 36, start_year = 2015, nyears = 2
+  character(len=16) :: step_frequency = 'monthly'
+  character(len=1024) :: output_file = 'mock_host_out.nc', ai4land_namelist = 'ai4land_in'
+  namelist /mock_host_nml/ nlat, nlon, start_year, nyears, step_frequency, output_file, ai4land_namelist
+
+  real(dp), parameter :: deg = acos(-1.0_dp) / 180.0_dp
+  integer, parameter :: name_len = 64
+  type(ai4land_component) :: comp
+  type(box_t), allocatable :: boxes(:)
+  type(box_t) :: me
+  integer :: mpierr, ierr, rank, nranks, comm, dims(2), unit, ios, r, k, i, j
+  integer :: ncls, nlai, year, month, day, ndays, changed, iyear, lai_record, nsteps
+  integer(8) :: ncells
+  character(len=1024) :: nml_path, iomsg
+  character(len=name_len), allocatable :: class_names(:)
+  real(dp), allocatable :: lat(:), lon(:), lu(:, :, :), lu_global(:, :, :), lai_global(:, :, :), &
+                           weight(:, :), work(:, :, :)
+  real(4), allocatable :: lai(:, :)
+  real(dp) :: lai_sum, lai_wsum, lai_min, lai_max, t0
+  logical :: have_lu, daily
+  integer :: ncid, dim_lon, dim_lat, dim_cls, dim_year, dim_time, dim_char
+  integer :: var_lon, var_lat, var_year, var_time, var_cls, var_lu, var_lai
+  character(len=:), allocatable :: summary, all_names
+  character(len=32) :: num
+
+  call MPI_Init(mpierr)
+  call MPI_Comm_rank(MPI_COMM_WORLD, rank, mpierr)
+  call MPI_Comm_size(MPI_COMM_WORLD, nranks, mpierr)
+
+  ! ---- host configuration
+  if (command_argument_count() < 1) call fail(2, 'usage: ai4land_mock_host <mock_host namelist file>')
+  call get_command_argument(1, nml_path)
+  open(newunit=unit, file=trim(nml_path), status='old', action='read', iostat=ios, iomsg=iomsg)
+  if (ios /= 0) call fail(2, 'cannot open ' // trim(nml_path) // ': ' // trim(iomsg))
+  read(unit, nml=mock_host_nml, iostat=ios, iomsg=iomsg)
+  if (ios /= 0) call fail(2, 'bad &mock_host_nml in ' // trim(nml_path) // ': ' // trim(iomsg))
+  close(unit)
+  daily = step_frequency == 'daily'
+  if (.not. daily .and. step_frequency /= 'monthly') &
+    call fail(2, "step_frequency must be 'monthly' or 'daily', got '" // trim(step_frequency) // "'")
+  if (nlat < 1 .or. nlon < 1 .or. nyears < 1) call fail(2, 'nlat, nlon and nyears must be positive')
+
+  ! ---- the host's own communicator and 2-D decomposition (uneven boxes allowed)
+  call MPI_Comm_dup(MPI_COMM_WORLD, comm, mpierr)
+  dims = 0
+  call MPI_Dims_create(nranks, 2, dims, mpierr)  ! dims(1) >= dims(2): more splits in longitude
+  if (dims(1) > nlon .or. dims(2) > nlat) call fail(2, 'more ranks than the grid can be split into')
+  allocate(boxes(0:nranks - 1))
+  do r = 0, nranks - 1
+    boxes(r) = box_of_rank(r, dims(1), dims(2), nlon, nlat)
+  end do
+  me = boxes(rank)
+  allocate(lon(me%ni), lat(me%nj))
+  lon = [(-180.0_dp + (me%i0 + i - 1.5_dp) * 360.0_dp / nlon, i = 1, me%ni)]
+  lat = [(-90.0_dp + (me%j0 + j - 1.5_dp) * 180.0_dp / nlat, j = 1, me%nj)]
+
+  ! ---- plugin set-up
+  call ai4land_init(comp, comm, trim(ai4land_namelist), ierr)
+  call check_plugin(ierr, 'ai4land_init(' // trim(ai4land_namelist) // ')')
+  call ai4land_def_partition_box(comp, me%i0, me%j0, me%ni, me%nj, ierr)
+  call check_plugin(ierr, 'ai4land_def_partition_box')
+  call ai4land_enddef(comp, ierr)
+  call check_plugin(ierr, 'ai4land_enddef')
+  call ai4land_local_size(comp, ncells, ierr)
+  call check_plugin(ierr, 'ai4land_local_size')
+  if (ncells /= int(me%ni, 8) * me%nj) call fail(99, 'ai4land_local_size disagrees with the box')
+  call ai4land_field_levels(comp, 'landuse_fraction', ncls, ierr)
+  call check_plugin(ierr, "ai4land_field_levels('landuse_fraction')")
+  call ai4land_field_levels(comp, 'lai', nlai, ierr)
+  call check_plugin(ierr, "ai4land_field_levels('lai')")
+  if (nlai /= 1) call fail(99, "expected one level for 'lai'")
+  allocate(class_names(ncls))
+  all_names = ''
+  do k = 1, ncls
+    call ai4land_level_name(comp, 'landuse_fraction', k, class_names(k), ierr)
+    call check_plugin(ierr, 'ai4land_level_name')
+    all_names = all_names // merge(', ', '  ', k > 1) // trim(class_names(k))
+  end do
+  all_names = all_names(3:)
+
+  allocate(lu(me%ni, me%nj, ncls), lai(me%ni, me%nj), work(me%ni, me%nj, 1))
+  lu = 0.0_dp
+  lai = 0.0
+  if (rank == 0) then
+    allocate(lu_global(nlon, nlat, ncls), lai_global(nlon, nlat, 1), weight(nlon, nlat))
+    do j = 1, nlat
+      weight(:, j) = cos((-90.0_dp + (j - 0.5_dp) * 180.0_dp / nlat) * deg)
+    end do
+    weight = weight / sum(weight)
+    call create_output()
+    write(output_unit, '(a,i0,a,i0,a,i0,a,i0,a,i0,4a)') 'mock host: ', nlat, ' x ', nlon, ' grid on ', &
+      nranks, ' ranks (', dims(1), ' x ', dims(2), ' boxes), ', trim(step_frequency), ' steps; classes: ', all_names
+  else
+    allocate(lu_global(1, 1, ncls), lai_global(1, 1, 1), weight(1, 1))
+  end if
+
+  ! ---- time loop (noleap calendar)
+  have_lu = .false.
+  lai_record = 0
+  do iyear = 1, nyears
+    year = start_year + iyear - 1
+    lai_sum = 0.0_dp
+    lai_wsum = 0.0_dp
+    lai_min = huge(1.0_dp)
+    lai_max = -huge(1.0_dp)
+    nsteps = 0
+    t0 = MPI_Wtime()
+    do month = 1, 12
+      ndays = merge(days_in_month(month), 1, daily)
+      do day = 1, ndays
+        if (day == 1) call put_climate(comp, month, lat, lon)
+        call ai4land_step(comp, year, month, day, 0, changed, ierr)
+        call check_plugin(ierr, 'ai4land_step')
+        nsteps = nsteps + 1
+        if (iand(changed, AI4LAND_CHANGED_LANDUSE) /= 0) then
+          call ai4land_get(comp, 'landuse_fraction', lu, ierr)
+          call check_plugin(ierr, "ai4land_get('landuse_fraction')")
+          have_lu = .true.
+        end if
+        if (iand(changed, AI4LAND_CHANGED_LAI) /= 0) then
+          call ai4land_get(comp, 'lai', lai, ierr)
+          call check_plugin(ierr, "ai4land_get('lai')")
+          work(:, :, 1) = real(lai, dp)
+          call gather_boxes(comm, boxes, work, lai_global)
+          lai_record = lai_record + 1
+          if (rank == 0) then
+            call write_lai(lai_record, (iyear - 1) * 365 + day_of_year(month, day) - 1)
+            lai_sum = lai_sum + sum(weight * lai_global(:, :, 1))
+            lai_wsum = lai_wsum + 1.0_dp
+            lai_min = min(lai_min, minval(lai_global))
+            lai_max = max(lai_max, maxval(lai_global))
+          end if
+        end if
+      end do
+    end do
+    if (have_lu) call gather_boxes(comm, boxes, lu, lu_global)
+    if (rank == 0) call year_summary()
+  end do
+
+  call ai4land_finalize(comp, ierr)
+  call check_plugin(ierr, 'ai4land_finalize')
+  if (rank == 0) call check_nc(nf90_close(ncid), 'close')
+  call MPI_Comm_free(comm, mpierr)
+  call MPI_Finalize(mpierr)
+
+contains
+
+  subroutine create_output()
+    integer :: var_name
+    character(len=64) :: name_buf
+    call check_nc(nf90_create(trim(output_file), ior(NF90_CLOBBER, NF90_NETCDF4), ncid), &
+                  'create ' // trim(output_file))
+    call check_nc(nf90_def_dim(ncid, 'lon', nlon, dim_lon), 'def_dim lon')
+    call check_nc(nf90_def_dim(ncid, 'lat', nlat, dim_lat), 'def_dim lat')
+    call check_nc(nf90_def_dim(ncid, 'class', ncls, dim_cls), 'def_dim class')
+    call check_nc(nf90_def_dim(ncid, 'year', nyears, dim_year), 'def_dim year')
+    call check_nc(nf90_def_dim(ncid, 'time', NF90_UNLIMITED, dim_time), 'def_dim time')
+    call check_nc(nf90_def_dim(ncid, 'name_strlen', name_len, dim_char), 'def_dim name_strlen')
+
+    call check_nc(nf90_def_var(ncid, 'lon', NF90_DOUBLE, [dim_lon], var_lon), 'def_var lon')
+    call check_nc(nf90_put_att(ncid, var_lon, 'standard_name', 'longitude'), 'att')
+    call check_nc(nf90_put_att(ncid, var_lon, 'units', 'degrees_east'), 'att')
+    call check_nc(nf90_def_var(ncid, 'lat', NF90_DOUBLE, [dim_lat], var_lat), 'def_var lat')
+    call check_nc(nf90_put_att(ncid, var_lat, 'standard_name', 'latitude'), 'att')
+    call check_nc(nf90_put_att(ncid, var_lat, 'units', 'degrees_north'), 'att')
+    call check_nc(nf90_def_var(ncid, 'year', NF90_INT, [dim_year], var_year), 'def_var year')
+    call check_nc(nf90_put_att(ncid, var_year, 'long_name', 'model year of the land-use state'), 'att')
+    call check_nc(nf90_def_var(ncid, 'time', NF90_DOUBLE, [dim_time], var_time), 'def_var time')
+    call check_nc(nf90_put_att(ncid, var_time, 'standard_name', 'time'), 'att')
+    write(name_buf, '(a,i4.4,a)') 'days since ', start_year, '-01-01 00:00:00'
+    call check_nc(nf90_put_att(ncid, var_time, 'units', trim(name_buf)), 'att')
+    call check_nc(nf90_put_att(ncid, var_time, 'calendar', 'noleap'), 'att')
+    call check_nc(nf90_def_var(ncid, 'class', NF90_INT, [dim_cls], var_cls), 'def_var class')
+    call check_nc(nf90_put_att(ncid, var_cls, 'long_name', 'land-use class index (1-based level)'), 'att')
+    call check_nc(nf90_def_var(ncid, 'class_name', NF90_CHAR, [dim_char, dim_cls], var_name), 'def_var class_name')
+
+    call check_nc(nf90_def_var(ncid, 'landuse_fraction', NF90_DOUBLE, [dim_lon, dim_lat, dim_cls, dim_year], &
+                               var_lu), 'def_var landuse_fraction')
+    call check_nc(nf90_put_att(ncid, var_lu, 'long_name', 'land-use class fraction of the host cell'), 'att')
+    call check_nc(nf90_put_att(ncid, var_lu, 'units', '1'), 'att')
+    call check_nc(nf90_put_att(ncid, var_lu, 'class_names', all_names), 'att')
+    call check_nc(nf90_put_att(ncid, var_lu, '_FillValue', NF90_FILL_DOUBLE), 'att')
+    call check_nc(nf90_def_var(ncid, 'lai', NF90_FLOAT, [dim_lon, dim_lat, dim_time], var_lai), 'def_var lai')
+    call check_nc(nf90_put_att(ncid, var_lai, 'standard_name', 'leaf_area_index'), 'att')
+    call check_nc(nf90_put_att(ncid, var_lai, 'units', '1'), 'att')
+    call check_nc(nf90_put_att(ncid, var_lai, '_FillValue', NF90_FILL_FLOAT), 'att')
+
+    call check_nc(nf90_put_att(ncid, NF90_GLOBAL, 'Conventions', 'CF-1.8'), 'att')
+    call check_nc(nf90_put_att(ncid, NF90_GLOBAL, 'title', 'ai4land Fortran mock host output'), 'att')
+    call check_nc(nf90_put_att(ncid, NF90_GLOBAL, 'source', 'ai4land_mock_host'), 'att')
+    call check_nc(nf90_put_att(ncid, NF90_GLOBAL, 'mpi_ranks', nranks), 'att')
+    call check_nc(nf90_put_att(ncid, NF90_GLOBAL, 'step_frequency', trim(step_frequency)), 'att')
+    call check_nc(nf90_enddef(ncid), 'enddef')
+
+    call check_nc(nf90_put_var(ncid, var_lon, [(-180.0_dp + (i - 0.5_dp) * 360.0_dp / nlon, i = 1, nlon)]), 'put lon')
+    call check_nc(nf90_put_var(ncid, var_lat, [(-90.0_dp + (j - 0.5_dp) * 180.0_dp / nlat, j = 1, nlat)]), 'put lat')
+    call check_nc(nf90_put_var(ncid, var_year, [(start_year + i - 1, i = 1, nyears)]), 'put year')
+    call check_nc(nf90_put_var(ncid, var_cls, [(k, k = 1, ncls)]), 'put class')
+    do k = 1, ncls  ! NUL-padded (the fill value)
+      call check_nc(nf90_put_var(ncid, var_name, trim(class_names(k)), start=[1, k], &
+                                 count=[max(len_trim(class_names(k)), 1), 1]), 'put class_name')
+    end do
+  end subroutine create_output
+
+  subroutine write_lai(record, day_index)
+    integer, intent(in) :: record, day_index
+    call check_nc(nf90_put_var(ncid, var_time, [real(day_index, dp)], start=[record], count=[1]), 'put time')
+    call check_nc(nf90_put_var(ncid, var_lai, real(lai_global, 4), start=[1, 1, record], &
+                               count=[nlon, nlat, 1]), 'put lai')
+  end subroutine write_lai
+
+  subroutine year_summary()
+    write(num, '(i0)') year
+    summary = 'year ' // trim(num) // ':'
+    if (have_lu) then
+      call check_nc(nf90_put_var(ncid, var_lu, lu_global, start=[1, 1, 1, iyear], &
+                                 count=[nlon, nlat, ncls, 1]), 'put landuse_fraction')
+      do k = 1, ncls
+        write(num, '(f6.4)') sum(weight * lu_global(:, :, k))
+        summary = summary // ' ' // underscored(class_names(k)) // ' ' // trim(num)
+      end do
+    else
+      summary = summary // ' no land use received yet'
+    end if
+    if (lai_wsum > 0.0_dp) then
+      write(num, '(f7.3)') lai_sum / lai_wsum
+      summary = summary // ' | mean LAI ' // trim(adjustl(num))
+      write(num, '(f7.3)') lai_min
+      summary = summary // ' (min ' // trim(adjustl(num))
+      write(num, '(f7.3)') lai_max
+      summary = summary // ', max ' // trim(adjustl(num)) // ')'
+    else
+      summary = summary // ' | no LAI this year'
+    end if
+    write(num, '(i0)') nsteps
+    summary = summary // ' [' // trim(num) // ' steps, '
+    write(num, '(f10.2)') MPI_Wtime() - t0
+    write(output_unit, '(a)') summary // trim(adjustl(num)) // ' s]'
+    flush(output_unit)
+    call check_nc(nf90_sync(ncid), 'sync')
+  end subroutine year_summary
+
+  function underscored(text) result(out)
+    character(len=*), intent(in) :: text
+    character(len=:), allocatable :: out
+    integer :: c
+    out = trim(text)
+    do c = 1, len(out)
+      if (out(c:c) == ' ') out(c:c) = '_'
+    end do
+  end function underscored
+
+end program ai4land_mock_host

@@ -112,26 +112,35 @@ contains
     end do
   end subroutine gather_boxes
 
-  !> Put an analytic monthly climate on the local cells: seasons opposite in the two hemispheres.
-  subroutine put_climate(comp, month, lat, lon)
-    type(ai4land_component), intent(in) :: comp
-    integer, intent(in) :: month
-    real(dp), intent(in) :: lat(:), lon(:)  ! local cell centres, degrees
+  !> Put the analytic monthly climate on the local cells (Python twin: mockhost.host_climate):
+  !> zonal structure like the synthetic world's, opposite seasons, +0.03 K per year from 2015.
+  subroutine put_climate(comp, year, month, lat, lon)
+    type(ai4land_component), intent(in) :: comp  !! the plugin component
+    integer, intent(in) :: year                  !! model year
+    integer, intent(in) :: month                 !! model month, 1-12
+    real(dp), intent(in) :: lat(:)               !! local cell-centre latitudes, degrees
+    real(dp), intent(in) :: lon(:)               !! local cell-centre longitudes, degrees
     real(dp), parameter :: pi = acos(-1.0_dp), deg = pi / 180.0_dp
     real(dp), allocatable :: tas(:, :), pr(:, :), rsds(:, :)
-    real(dp) :: season, declination, phi
+    real(dp) :: doy, season, decl, phi, a, shifted, h0, toa
     integer :: i, j, ierr
     allocate(tas(size(lon), size(lat)), pr(size(lon), size(lat)), rsds(size(lon), size(lat)))
-    ! +1 at the northern summer peak (mid-July), -1 in mid-January
-    season = cos(2.0_dp * pi * (day_of_year(month, 15) - 196) / 365.0_dp)
-    declination = 23.44_dp * deg * season
+    doy = sum(days_in_month(1:month - 1)) + days_in_month(month) / 2.0_dp
+    season = -cos(2.0_dp * pi * (doy - 15.0_dp) / 365.0_dp)  ! +1 in the northern summer
+    decl = 23.44_dp * deg * sin(2.0_dp * pi * (284.0_dp + doy + 1.0_dp) / 365.0_dp)
     do j = 1, size(lat)
       phi = lat(j) * deg
+      a = abs(lat(j))
+      shifted = lat(j) - 7.0_dp * season
+      h0 = acos(min(1.0_dp, max(-1.0_dp, -tan(phi) * tan(decl))))
+      toa = 1361.0_dp / pi * (h0 * sin(phi) * sin(decl) + cos(phi) * cos(decl) * sin(h0))
       do i = 1, size(lon)
-        tas(i, j) = 300.0_dp - 45.0_dp * sin(phi)**2 + 15.0_dp * sin(phi) * season
-        pr(i, j) = 3.0e-5_dp * (0.4_dp + cos(phi)**2 + 0.3_dp * sin(phi) * season) &
-                   * (1.0_dp + 0.2_dp * sin(2.0_dp * lon(i) * deg))
-        rsds(i, j) = 150.0_dp + 100.0_dp * max(0.0_dp, cos(phi - declination))
+        tas(i, j) = 299.0_dp - 55.0_dp * (lat(j) / 90.0_dp)**2 &
+                    + 0.85_dp * (1.0_dp + 13.0_dp * abs(sin(phi))) * sign(1.0_dp, lat(j)) * season &
+                    + 0.03_dp * (year - 2015)
+        pr(i, j) = max(1.0_dp + 6.0_dp * exp(-(shifted / 9.0_dp)**2) + 2.6_dp * exp(-((a - 48.0_dp) / 12.0_dp)**2) &
+                       - 0.5_dp * exp(-((a - 25.0_dp) / 9.0_dp)**2), 0.1_dp) / 86400.0_dp
+        rsds(i, j) = 0.6_dp * toa
       end do
     end do
     call ai4land_put(comp, 'tas', tas, ierr)
@@ -157,7 +166,9 @@ program ai4land_mock_host
   integer :: nlat = 18, nlon = 36, start_year = 2015, nyears = 2
   character(len=16) :: step_frequency = 'monthly'
   character(len=1024) :: output_file = 'mock_host_out.nc', ai4land_namelist = 'ai4land_in'
-  namelist /mock_host_nml/ nlat, nlon, start_year, nyears, step_frequency, output_file, ai4land_namelist
+  logical :: put_drivers = .true.
+  namelist /mock_host_nml/ nlat, nlon, start_year, nyears, step_frequency, output_file, ai4land_namelist, &
+                           put_drivers
 
   real(dp), parameter :: deg = acos(-1.0_dp) / 180.0_dp
   integer, parameter :: name_len = 64
@@ -264,7 +275,7 @@ program ai4land_mock_host
     do month = 1, 12
       ndays = merge(days_in_month(month), 1, daily)
       do day = 1, ndays
-        if (day == 1) call put_climate(comp, month, lat, lon)
+        if (day == 1 .and. put_drivers) call put_climate(comp, year, month, lat, lon)
         call ai4land_step(comp, year, month, day, 0, changed, ierr)
         call check_plugin(ierr, 'ai4land_step')
         nsteps = nsteps + 1

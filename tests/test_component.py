@@ -72,7 +72,7 @@ def test_host_drivers_change_lai(box_run, world_dir, tmp_path):
 
     nml = write_namelist(tmp_path / "a.nml", world_dir)
     lat = np.repeat(-90 + 2.0 * (np.arange(NLAT) + 0.5), NLON)
-    run = run_component(nml, Box(0, 0, NLON, NLAT), STEPS[:1], drivers=lambda cells: host_climate(lat[cells], 1))
+    run = run_component(nml, Box(0, 0, NLON, NLAT), STEPS[:1], drivers=lambda cells: host_climate(lat[cells], 2031, 1))
     lai, ref = run[(STEPS[0], "lai")], box_run[(STEPS[0], "lai")]
     assert lai.min() >= 0 and not np.array_equal(lai, ref)
     assert np.array_equal(run[(STEPS[0], "landuse_fraction")], box_run[(STEPS[0], "landuse_fraction")])

@@ -11,7 +11,6 @@ import argparse
 import math
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -36,12 +35,11 @@ def read_host_namelist(path: str) -> HostSettings:
     import f90nml
 
     group = f90nml.read(path)["mock_host_nml"]
-    base = Path(path).resolve().parent
     s = HostSettings(
         nlat=int(group["nlat"]), nlon=int(group["nlon"]), start_year=int(group["start_year"]),
         nyears=int(group["nyears"]), step_frequency=str(group.get("step_frequency", "monthly")),
-        output_file=str(base / group.get("output_file", "mock_host_out.nc")),
-        ai4land_namelist=str(base / group.get("ai4land_namelist", Path(path).name)),
+        output_file=str(group.get("output_file", "mock_host_out.nc")),
+        ai4land_namelist=str(group.get("ai4land_namelist", "ai4land_in")),
         put_drivers=bool(group.get("put_drivers", True)),
     )
     if s.step_frequency not in ("monthly", "daily"):
@@ -68,14 +66,24 @@ def decompose(nlat: int, nlon: int, size: int, rank: int) -> Box:
     return Box(i0, j0, ni, nj)
 
 
-def host_climate(lat_deg: np.ndarray, month: int) -> dict[str, np.ndarray]:
-    """The mock host's analytic monthly climate (Fortran twin: mock_host.F90, host_climate)."""
+def host_climate(lat_deg: np.ndarray, year: int, month: int) -> dict[str, np.ndarray]:
+    """The mock host's analytic monthly climate on its cells (Fortran twin: mock_host.F90, put_climate).
+
+    Zonal structure like the synthetic world's, seasons opposite in the hemispheres, and a warming
+    trend of 0.03 K per year from 2015 so that the host's climate visibly drives LAI.
+    """
+    doy = sum(MONTH_DAYS[: month - 1]) + MONTH_DAYS[month - 1] / 2.0
+    season = -math.cos(2.0 * math.pi * (doy - 15.0) / 365.0)  # +1 in the northern summer
     phi = np.deg2rad(lat_deg)
-    season = math.cos(2.0 * math.pi * (month - 7) / 12.0)  # +1 in July
-    tas = 300.0 - 50.0 * np.sin(phi) ** 2 + 15.0 * np.sin(phi) * season
-    pr = 2.0e-5 + 6.0e-5 * np.exp(-((lat_deg / 15.0) ** 2)) + 1.5e-5 * np.cos(phi) ** 2
-    rsds = np.maximum(0.0, 190.0 * np.cos(phi) + 120.0 * np.sin(phi) * season)
-    return {"tas": tas, "pr": pr, "rsds": rsds}
+    tas = (299.0 - 55.0 * (lat_deg / 90.0) ** 2 + 0.85 * (1.0 + 13.0 * np.abs(np.sin(phi))) * np.sign(lat_deg) * season
+           + 0.03 * (year - 2015))
+    a, shifted = np.abs(lat_deg), lat_deg - 7.0 * season
+    pr_mm_day = np.maximum(1.0 + 6.0 * np.exp(-((shifted / 9.0) ** 2)) + 2.6 * np.exp(-(((a - 48.0) / 12.0) ** 2))
+                           - 0.5 * np.exp(-(((a - 25.0) / 9.0) ** 2)), 0.1)
+    decl = math.radians(23.44) * math.sin(2.0 * math.pi * (284.0 + doy + 1.0) / 365.0)
+    h0 = np.arccos(np.clip(-np.tan(phi) * math.tan(decl), -1.0, 1.0))
+    toa = 1361.0 / math.pi * (h0 * np.sin(phi) * math.sin(decl) + np.cos(phi) * math.cos(decl) * np.sin(h0))
+    return {"tas": tas, "pr": pr_mm_day / 86400.0, "rsds": 0.6 * toa}
 
 
 def run(namelist_path: str, comm) -> int:
@@ -114,7 +122,7 @@ def run(namelist_path: str, comm) -> int:
             days = range(1, MONTH_DAYS[month - 1] + 1) if s.step_frequency == "daily" else (1,)
             for day in days:
                 if s.put_drivers and day == 1:
-                    for name, values in host_climate(lat_local, month).items():
+                    for name, values in host_climate(lat_local, year, month).items():
                         plugin.put(name, values)
                 changed = plugin.step((year, month, day, 0))
                 if "landuse_fraction" in changed:

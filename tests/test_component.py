@@ -87,7 +87,7 @@ def test_call_order_and_argument_errors(world_dir, tmp_path):
     with pytest.raises(CallOrderError, match=r"init\(\) called in state 'initialised'"):
         c.init(None, nml)
     c.def_partition(Box(0, 0, NLON, NLAT))
-    with pytest.raises(CallOrderError, match="enddef"):
+    with pytest.raises(CallOrderError, match="in state 'partitioned'; it needs state running"):
         c.step((2031, 1, 1))
     c.enddef()
     out = np.zeros((8, c.local_size))

@@ -70,8 +70,8 @@ class Component:
         self.class_codes = np.array([c for c, _ in LANDUSE_CLASSES], dtype=np.uint8)
         self.class_names = [n for _, n in LANDUSE_CLASSES]
         dev = self.runtime.device
-        self.landuse_emulator = load_emulator("landuse", cfg.landuse_emulator, device=dev)
-        self.lai_emulator = load_emulator("lai", cfg.lai_emulator, device=dev)
+        self.landuse_emulator = load_emulator("landuse", cfg.landuse_emulator, dev) if cfg.do_dynamic_landuse else None
+        self.lai_emulator = load_emulator("lai", cfg.lai_emulator, dev) if cfg.do_dynamic_lai else None
         self.clock = ModelClock(cfg.calendar, cfg.lai_cadence, cfg.lai_interval_days)
         self.fine_map: np.ndarray | None = None
         self.fine_lai: np.ndarray | None = None
@@ -216,20 +216,27 @@ class Component:
         return self.world.lulc(first)
 
     def _advance_landuse(self, events: Events) -> None:
+        """New land use: host fractions are the area-weighted conserved class probabilities; the
+        fine map (next year's prior and the history) is their most likely class."""
         year = events.date.year
         if self.fine_map is None:
             self.fine_map = self._initial_map(year)
         if self.config.do_dynamic_landuse:
             t0 = time.perf_counter()
             em = self.landuse_emulator
-            probs = self._predict(em, em.inputs(self.world.scenario_groups_fine(year), self.world.static, self.fine_map))
-            probs = em.apply_mask(probs, self.world.land_mask)
+            scenario = self.world.scenario_groups_fine(year)
+            probs = self._predict(em, em.inputs(scenario, self.world.static, self.fine_map))
+            probs = em.conserve(em.apply_mask(probs, self.world.land_mask), scenario, self.world.land_mask)
             self.fine_map = self.class_codes[np.argmax(probs, axis=0)]
             self.timings["landuse"] = self.timings.get("landuse", 0.0) + time.perf_counter() - t0
-        onehot = (self.fine_map[None, :, :] == self.class_codes[:, None, None]).astype(np.float64)
-        self._fields["landuse_fraction"] = self._to_host(onehot)
+        else:
+            probs = self._onehot(self.fine_map)
+        self._fields["landuse_fraction"] = self._to_host(probs)
         if self.history is not None:
             self.history.write_landuse(events.date, self.fine_map)
+
+    def _onehot(self, fine_map: np.ndarray) -> np.ndarray:
+        return (fine_map[None, :, :] == self.class_codes[:, None, None]).astype(np.float32)
 
     def _drivers(self, events: Events) -> np.ndarray:
         """Fine (3, H, W) drivers for the LAI period: the host's puts downscaled, else the input files."""
@@ -255,10 +262,8 @@ class Component:
     def _advance_lai(self, events: Events) -> None:
         t0 = time.perf_counter()
         drivers = self._drivers(events)
-        onehot = (self.fine_map[None, :, :] == self.class_codes[:, None, None]).astype(np.float32)
         em = self.lai_emulator
-        doy = self._period_middle(events)
-        lai = self._predict(em, em.inputs(onehot, drivers, doy))[0]
+        lai = self._predict(em, em.inputs(self._onehot(self.fine_map), drivers, self._period_middle(events)))[0]
         self.fine_lai = em.apply_mask(lai, self.world.land_mask)
         self._fields["lai"] = self._to_host(self.fine_lai[None])
         self.timings["lai"] = self.timings.get("lai", 0.0) + time.perf_counter() - t0

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -104,20 +105,21 @@ def run(namelist_path: str, comm) -> int:
     plugin.enddef()
     classes = plugin.field_levels("landuse_fraction")
     fractions = np.zeros((len(classes), box.nj, box.ni))
-    lai = np.zeros((box.nj, box.ni))
+    lai = np.zeros((box.nj, box.ni), dtype=np.float32)  # real(4) on the Fortran side too
     frac_out, lai_out = [], []
 
     def gather(local: np.ndarray) -> np.ndarray | None:
         parts = comm.gather((box, local), root=0)
         if rank:
             return None
-        full = np.zeros(local.shape[:-2] + (s.nlat, s.nlon))
+        full = np.zeros(local.shape[:-2] + (s.nlat, s.nlon), dtype=local.dtype)
         for b, v in parts:
             full[..., b.j_offset:b.j_offset + b.nj, b.i_offset:b.i_offset + b.ni] = v
         return full
 
+    weight = area / area.sum()
     for year in range(s.start_year, s.start_year + s.nyears):
-        lai_sum, lai_n = np.zeros_like(lai), 0
+        t0, nsteps, first_lai = time.perf_counter(), 0, len(lai_out)
         for month in range(1, 13):
             days = range(1, MONTH_DAYS[month - 1] + 1) if s.step_frequency == "daily" else (1,)
             for day in days:
@@ -125,20 +127,21 @@ def run(namelist_path: str, comm) -> int:
                     for name, values in host_climate(lat_local, year, month).items():
                         plugin.put(name, values)
                 changed = plugin.step((year, month, day, 0))
+                nsteps += 1
                 if "landuse_fraction" in changed:
                     plugin.get("landuse_fraction", fractions)
                     frac_out.append((year, gather(fractions)))
                 if "lai" in changed:
                     plugin.get("lai", lai)
                     lai_out.append(((year, month, day), gather(lai)))
-                lai_sum += lai
-                lai_n += 1
-        annual_lai = gather(lai_sum / lai_n)
         if rank == 0:
-            mean = np.tensordot(frac_out[-1][1], area, axes=([1, 2], [0, 1])) / area.sum()
-            shares = " ".join(f"{n} {m:.4f}" for n, m in zip(classes, mean) if n != "ocean")
-            print(f"year {year}: {shares} | LAI mean {np.sum(annual_lai * area) / area.sum():.3f} "
-                  f"max {annual_lai.max():.3f}", flush=True)
+            shares = " ".join(f"{n} {np.sum(weight * f):.4f}" for n, f in zip(classes, frac_out[-1][1]))
+            records = [v for _, v in lai_out[first_lai:]]
+            lai_text = (f"mean LAI {np.mean([np.sum(weight * v) for v in records]):.3f} "
+                        f"(min {min(v.min() for v in records):.3f}, max {max(v.max() for v in records):.3f})"
+                        if records else "no LAI this year")
+            print(f"year {year}: {shares} | {lai_text} [{nsteps} steps, {time.perf_counter() - t0:.2f} s]",
+                  flush=True)
     plugin.finalize()
 
     if rank == 0:
@@ -146,21 +149,23 @@ def run(namelist_path: str, comm) -> int:
 
         with netCDF4.Dataset(s.output_file, "w") as ds:
             ds.Conventions = "CF-1.10"
-            ds.title = "ai4land mock host output (Python host)"
+            ds.title = "ai4land Python mock host output"
+            ds.mpi_ranks = size
             add_latlon(ds, grid)
             ds.createDimension("class", len(classes))
             ds.createDimension("year", len(frac_out))
             ds.createDimension("time", len(lai_out))
             y = ds.createVariable("year", "i4", ("year",))
             y[:] = [yr for yr, _ in frac_out]
-            y.long_name = "model year of the land-use map"
+            y.long_name = "model year of the land-use state"
             t = ds.createVariable("time", "f8", ("time",))
-            t.units, t.calendar, t.standard_name = "days since 1850-01-01 00:00:00", "noleap", "time"
-            t[:] = [(yy - 1850) * 365 + sum(MONTH_DAYS[: mm - 1]) + dd - 1 for (yy, mm, dd), _ in lai_out]
+            t.units, t.calendar, t.standard_name = f"days since {s.start_year:04d}-01-01 00:00:00", "noleap", "time"
+            t[:] = [(yy - s.start_year) * 365 + sum(MONTH_DAYS[: mm - 1]) + dd - 1 for (yy, mm, dd), _ in lai_out]
             f = ds.createVariable("landuse_fraction", "f8", ("year", "class", "lat", "lon"))
-            f.standard_name, f.units, f.class_names = "area_fraction", "1", " ".join(classes)
+            f.long_name, f.units, f.class_names = "land-use class fraction of the host cell", "1", " ".join(classes)
+            f.standard_name = "area_fraction"
             f[:] = np.stack([v for _, v in frac_out])
-            v = ds.createVariable("lai", "f8", ("time", "lat", "lon"))
+            v = ds.createVariable("lai", "f4", ("time", "lat", "lon"))
             v.standard_name, v.units = "leaf_area_index", "1"
             v[:] = np.stack([v for _, v in lai_out])
         print(f"wrote {s.output_file}", flush=True)

@@ -1,0 +1,156 @@
+"""Safe emulator checkpoints: weights in safetensors, metadata in a JSON sidecar. Never pickle.
+
+``<stem>.safetensors`` holds the tensors; ``<stem>.json`` holds kind, architecture, classes,
+input channels, normalisation, grid, tile size, training data hashes, seed, metrics, software
+version and the sha256 of the weights file (checked on load).
+"""
+from __future__ import annotations
+
+import json
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save
+from torch import nn
+
+from ..datasets import sha256_file
+from ..errors import EmulatorError
+
+FORMAT = "ai4land-emulator"
+FORMAT_VERSION = 1
+PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin")
+PICKLE_MAGIC = (b"\x80", b"PK\x03\x04")  # pickle protocol ≥ 2, torch.save zip archive
+REQUIRED_META = ("kind", "architecture", "channels", "normalisation", "tile_size")
+
+
+def software_version() -> str:
+    try:
+        return metadata.version("ai4land-coupler")
+    except metadata.PackageNotFoundError:
+        import ai4land_coupler
+
+        return getattr(ai4land_coupler, "__version__", "unknown")
+
+
+def checkpoint_paths(path: str | Path) -> tuple[Path, Path]:
+    """(weights, sidecar) for a path given as ``stem``, ``stem.safetensors`` or ``stem.json``."""
+    path = Path(path)
+    if path.suffix in PICKLE_SUFFIXES:
+        raise EmulatorError(f"{path}: refusing a pickle-based checkpoint; emulators load only safetensors + JSON")
+    stem = path.with_suffix("") if path.suffix in (".safetensors", ".json") else path
+    return Path(f"{stem}.safetensors"), Path(f"{stem}.json")
+
+
+def save_checkpoint(path: str | Path, model: nn.Module, meta: dict) -> tuple[Path, Path]:
+    weights, sidecar = checkpoint_paths(path)
+    weights.parent.mkdir(parents=True, exist_ok=True)
+    weights.write_bytes(save({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}))
+    full = dict(meta, format=FORMAT, format_version=FORMAT_VERSION, software_version=software_version(),
+                weights_file=weights.name, weights_sha256=sha256_file(weights))
+    sidecar.write_text(json.dumps(full, indent=1, sort_keys=True) + "\n")
+    return weights, sidecar
+
+
+def read_checkpoint(path: str | Path, kind: str) -> tuple[dict[str, torch.Tensor], dict]:
+    """Checked (state_dict, meta) of an emulator of ``kind``; :class:`EmulatorError` otherwise."""
+    weights, sidecar = checkpoint_paths(path)
+    if not weights.is_file():
+        raise EmulatorError(f"{weights}: emulator weights not found")
+    with open(weights, "rb") as f:
+        head = f.read(8)
+    if head.startswith(PICKLE_MAGIC):
+        raise EmulatorError(f"{weights}: looks like a pickle/torch.save file; refusing to unpickle (safetensors only)")
+    if not sidecar.is_file():
+        raise EmulatorError(f"{sidecar}: emulator metadata (JSON sidecar) not found")
+    try:
+        meta = json.loads(sidecar.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise EmulatorError(f"{sidecar}: corrupt emulator metadata ({exc})") from exc
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise EmulatorError(f"{sidecar}: not an {FORMAT} metadata file")
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise EmulatorError(f"{sidecar}: format version {meta.get('format_version')} is not supported (expected {FORMAT_VERSION})")
+    missing = [k for k in REQUIRED_META if k not in meta]
+    if missing:
+        raise EmulatorError(f"{sidecar}: metadata lacks {missing}")
+    if meta["kind"] != kind:
+        raise EmulatorError(f"{sidecar}: is a '{meta['kind']}' emulator, expected '{kind}'")
+    if sha256_file(weights) != meta.get("weights_sha256"):
+        raise EmulatorError(f"{weights}: sha256 differs from the one recorded in {sidecar.name} (corrupt or replaced file)")
+    try:
+        state = load_file(str(weights))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise EmulatorError(f"{weights}: corrupt safetensors file ({exc})") from exc
+    return state, meta
+
+
+class Emulator:
+    """A U-Net with its metadata: input channels, their normalisation, classes, grid and tile size."""
+
+    kind = ""
+
+    def __init__(self, model: nn.Module, meta: dict):
+        self.model = model.eval()
+        self.meta = meta
+        norm = meta["normalisation"]
+        self._mean = np.asarray(norm["mean"], dtype=np.float32)[:, None, None]
+        self._std = np.asarray(norm["std"], dtype=np.float32)[:, None, None]
+        if not (len(self._mean) == len(self._std) == self.in_channels == meta["architecture"]["in_channels"]):
+            raise EmulatorError(f"{self.kind} emulator: {self.in_channels} channels, {len(self._mean)} normalisation "
+                                f"means and {meta['architecture']['in_channels']} network inputs disagree")
+
+    @property
+    def name(self) -> str:
+        return str(self.meta.get("name", self.kind))
+
+    @property
+    def channels(self) -> list[str]:
+        return list(self.meta["channels"])
+
+    @property
+    def in_channels(self) -> int:
+        return len(self.meta["channels"])
+
+    @property
+    def tile_size(self) -> int:
+        return int(self.meta["tile_size"])
+
+    def normalise(self, raw: np.ndarray) -> np.ndarray:
+        return ((raw - self._mean) / self._std).astype(np.float32)
+
+    @staticmethod
+    def postprocess(output: torch.Tensor) -> torch.Tensor:
+        """The network output (B, K, h, w) as the field to blend across tiles."""
+        raise NotImplementedError
+
+    @classmethod
+    def expected_channels(cls, meta: dict) -> list[str]:
+        raise NotImplementedError
+
+    @classmethod
+    def build_model(cls, meta: dict) -> nn.Module:
+        raise NotImplementedError
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu") -> "Emulator":
+        state, meta = read_checkpoint(path, cls.kind)
+        expected = cls.expected_channels(meta)
+        if list(meta["channels"]) != expected:
+            raise EmulatorError(f"{path}: input channels {meta['channels']} do not match those of a {cls.kind} "
+                                f"emulator built from its metadata {expected}")
+        try:
+            model = cls.build_model(meta)
+            model.load_state_dict(state, strict=True)
+        except (RuntimeError, KeyError, TypeError, ValueError) as exc:
+            raise EmulatorError(f"{path}: weights do not fit the architecture in the metadata ({exc})") from exc
+        try:
+            model.to(torch.device(device))
+        except (RuntimeError, AssertionError, TypeError) as exc:
+            raise EmulatorError(f"{path}: cannot move the emulator to device {device!r} ({exc})") from exc
+        return cls(model, meta)
+
+    def save(self, path: str | Path) -> tuple[Path, Path]:
+        return save_checkpoint(path, self.model, self.meta)

@@ -1,0 +1,87 @@
+"""Monthly (or any sub-annual cadence) LAI emulator: class fractions + drivers + season → LAI.
+
+Input channels (see :func:`lai_channels`): ``fraction_<class>`` (8, the land-use probabilities or a
+one-hot map), the drivers ``tas`` K, ``pr`` kg m-2 s-1, ``rsds`` W m-2 and ``season_sin`` /
+``season_cos`` of 2π·day_of_year/365. The hemisphere needs no extra channel: the drivers carry
+the local season. The network ends in a softplus, so LAI ≥ 0 by construction.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..datasets import DRIVER_NAMES, LANDUSE_CLASSES
+from ..errors import EmulatorError
+from .checkpoint import Emulator
+from .unet import UNet
+
+
+def lai_channels() -> list[str]:
+    return [f"fraction_{name}" for _, name in LANDUSE_CLASSES] + list(DRIVER_NAMES) + ["season_sin", "season_cos"]
+
+
+def lai_features(class_fractions: np.ndarray, drivers: np.ndarray, day_of_year: float) -> np.ndarray:
+    """Raw (unnormalised) inputs (C, H, W) float32."""
+    class_fractions, drivers = np.asarray(class_fractions, np.float32), np.asarray(drivers, np.float32)
+    if class_fractions.ndim != 3 or class_fractions.shape[0] != len(LANDUSE_CLASSES):
+        raise EmulatorError(f"class_fractions has shape {class_fractions.shape}, expected ({len(LANDUSE_CLASSES)}, H, W)")
+    if drivers.shape != (len(DRIVER_NAMES),) + class_fractions.shape[1:]:
+        raise EmulatorError(f"drivers has shape {drivers.shape}, expected {(len(DRIVER_NAMES),) + class_fractions.shape[1:]}")
+    angle = 2.0 * np.pi * float(day_of_year) / 365.0
+    season = np.broadcast_to(np.array([np.sin(angle), np.cos(angle)], np.float32)[:, None, None],
+                             (2,) + class_fractions.shape[1:])
+    return np.concatenate([class_fractions, drivers, season])
+
+
+class NonNegative(nn.Module):
+    """Softplus on top of a network: outputs are ≥ 0."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.softplus(self.net(x))
+
+
+class LaiEmulator(Emulator):
+    kind = "lai"
+
+    @classmethod
+    def create(cls, *, fine_resolution_deg: float, mean, std, widths=(16, 32, 64, 96), tile_size: int = 64) -> "LaiEmulator":
+        channels = lai_channels()
+        meta = {
+            "kind": cls.kind,
+            "architecture": {"name": "unet", "in_channels": len(channels), "out_channels": 1,
+                             "widths": list(widths), "output": "softplus, LAI in m2 m-2"},
+            "classes": [[code, name] for code, name in LANDUSE_CLASSES],
+            "channels": channels,
+            "normalisation": {"mean": [float(v) for v in mean], "std": [float(v) for v in std]},
+            "fine_resolution_deg": float(fine_resolution_deg),
+            "tile_size": int(tile_size),
+        }
+        return cls(cls.build_model(meta), meta)
+
+    @classmethod
+    def expected_channels(cls, meta: dict) -> list[str]:
+        return lai_channels()
+
+    @classmethod
+    def build_model(cls, meta: dict) -> NonNegative:
+        arch = meta["architecture"]
+        return NonNegative(UNet(arch["in_channels"], arch["out_channels"], tuple(arch["widths"])))
+
+    def inputs(self, class_fractions: np.ndarray, drivers: np.ndarray, day_of_year: float) -> np.ndarray:
+        """Normalised network input (C, H, W) float32."""
+        return self.normalise(lai_features(class_fractions, drivers, day_of_year))
+
+    @staticmethod
+    def postprocess(output: torch.Tensor) -> torch.Tensor:
+        """The network already returns LAI (B, 1, h, w) in m2 m-2."""
+        return output
+
+    @staticmethod
+    def apply_mask(lai: np.ndarray, land_mask: np.ndarray) -> np.ndarray:
+        """LAI (H, W) with zero over the ocean."""
+        return np.where(np.asarray(land_mask, dtype=bool), lai, 0.0).astype(np.float32)

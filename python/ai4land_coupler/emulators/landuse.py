@@ -1,0 +1,182 @@
+"""Annual land-use / land-cover emulator: scenario year t + static features + map t−1 → map t.
+
+Input channels (in order, see :func:`landuse_channels`):
+
+* ``scenario_<group>`` (5): LUH2 states of year t through the crosswalk, block-upsampled;
+* ``demand_<group>`` (5): scenario minus the group fractions of the previous map over the same
+  coarse cell, i.e. the net change the coarse cell asks for (in units of 1/k² per pixel);
+* ``cell_row`` / ``cell_col`` (2): position of the pixel inside its coarse cell, in (−0.5, 0.5),
+  so that the network can tell neighbouring coarse cells apart;
+* the static fields (``meta["static_names"]``);
+* ``previous_<class>`` (8): one-hot of the previous map.
+
+The arrays given to :meth:`LandUseEmulator.inputs` must be aligned to the coarse cells (the
+whole fine grid, or a piece starting and ending on coarse-cell edges).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..datasets import CLASS_CODES, CLASS_INDEX, GROUP_OF_CLASS, LANDUSE_CLASSES, SCENARIO_GROUPS, group_fractions
+from ..errors import EmulatorError
+from ..grids import upsample_blocks
+from .checkpoint import Emulator
+from .unet import UNet
+
+
+# Class level → column of the conservation: the 5 scenario groups, then "no group" (ocean, water).
+_GROUP_MATRIX = np.zeros((len(LANDUSE_CLASSES), len(SCENARIO_GROUPS) + 1))
+for _code, _group in GROUP_OF_CLASS.items():
+    _GROUP_MATRIX[CLASS_INDEX[_code], _group] = 1.0
+_GROUP_MATRIX[_GROUP_MATRIX.sum(axis=1) == 0, -1] = 1.0
+
+
+def landuse_channels(static_names) -> list[str]:
+    return ([f"scenario_{g}" for g in SCENARIO_GROUPS] + [f"demand_{g}" for g in SCENARIO_GROUPS]
+            + ["cell_row", "cell_col"] + list(static_names) + [f"previous_{name}" for _, name in LANDUSE_CLASSES])
+
+
+def one_hot_classes(codes: np.ndarray) -> np.ndarray:
+    """(8, H, W) float32 one-hot of a map of class codes."""
+    index = CLASS_INDEX[codes]
+    if np.any(index < 0):
+        bad = np.unique(codes[index < 0]).tolist()
+        raise EmulatorError(f"class map holds codes {bad} outside {CLASS_CODES.tolist()}")
+    return (index[None] == np.arange(len(LANDUSE_CLASSES))[:, None, None]).astype(np.float32)
+
+
+def landuse_features(scenario_fine: np.ndarray, static: dict, prev_map: np.ndarray, factor: int, static_names) -> np.ndarray:
+    """Raw (unnormalised) inputs (C, H, W) float32."""
+    scenario_fine = np.asarray(scenario_fine, dtype=np.float32)
+    h, w = prev_map.shape
+    if scenario_fine.shape != (len(SCENARIO_GROUPS), h, w):
+        raise EmulatorError(f"scenario_fine has shape {scenario_fine.shape}, expected {(len(SCENARIO_GROUPS), h, w)}")
+    if h % factor or w % factor:
+        raise EmulatorError(f"land-use inputs of {h}x{w} fine cells do not tile coarse cells of {factor}x{factor}")
+    if not np.array_equal(upsample_blocks(scenario_fine[:, ::factor, ::factor], factor), scenario_fine):
+        raise EmulatorError(f"scenario_fine is not constant over aligned {factor}x{factor} coarse cells")
+    missing = [n for n in static_names if n not in static]
+    if missing:
+        raise EmulatorError(f"static fields {missing} are missing (have {sorted(static)})")
+    previous = upsample_blocks(group_fractions(prev_map, factor), factor)
+    row, col = ((np.arange(n) % factor + 0.5) / factor - 0.5 for n in (h, w))
+    position = np.stack(np.meshgrid(row, col, indexing="ij")).astype(np.float32)
+    return np.concatenate([
+        scenario_fine,
+        scenario_fine - previous.astype(np.float32),
+        position,
+        np.stack([np.asarray(static[n], dtype=np.float32) for n in static_names]),
+        one_hot_classes(prev_map),
+    ])
+
+
+class LandUseEmulator(Emulator):
+    kind = "landuse"
+    classes = LANDUSE_CLASSES
+
+    @classmethod
+    def create(cls, *, static_names, coarse_factor: int, fine_resolution_deg: float, mean, std,
+               widths=(16, 32, 64, 96), tile_size: int = 64) -> "LandUseEmulator":
+        channels = landuse_channels(static_names)
+        meta = {
+            "kind": cls.kind,
+            "architecture": {"name": "unet", "in_channels": len(channels), "out_channels": len(LANDUSE_CLASSES),
+                             "widths": list(widths), "output": "logits"},
+            "classes": [[code, name] for code, name in LANDUSE_CLASSES],
+            "channels": channels,
+            "static_names": list(static_names),
+            "normalisation": {"mean": [float(v) for v in mean], "std": [float(v) for v in std]},
+            "coarse_factor": int(coarse_factor),
+            "fine_resolution_deg": float(fine_resolution_deg),
+            "tile_size": int(tile_size),
+        }
+        return cls(cls.build_model(meta), meta)
+
+    @classmethod
+    def expected_channels(cls, meta: dict) -> list[str]:
+        return landuse_channels(meta.get("static_names", ()))
+
+    @classmethod
+    def build_model(cls, meta: dict) -> UNet:
+        arch = meta["architecture"]
+        return UNet(arch["in_channels"], arch["out_channels"], tuple(arch["widths"]))
+
+    def inputs(self, scenario_fine: np.ndarray, static: dict, prev_map: np.ndarray) -> np.ndarray:
+        """Normalised network input (C, H, W) float32 for the year of ``scenario_fine``."""
+        raw = landuse_features(scenario_fine, static, np.asarray(prev_map), self.meta["coarse_factor"], self.meta["static_names"])
+        return self.normalise(raw)
+
+    @staticmethod
+    def probabilities(logits: torch.Tensor) -> torch.Tensor:
+        """Class probabilities (B, 8, h, w) from network logits, in :data:`LANDUSE_CLASSES` order."""
+        return torch.softmax(logits, dim=1)
+
+    @staticmethod
+    def postprocess(output: torch.Tensor) -> torch.Tensor:
+        """Tiles are blended as probabilities."""
+        return LandUseEmulator.probabilities(output)
+
+    @staticmethod
+    def apply_mask(probs: np.ndarray, land_mask: np.ndarray) -> np.ndarray:
+        """Ocean pixels: ocean = 1. Land pixels: ocean = 0, the others renormalised to sum 1."""
+        out = np.array(probs, dtype=np.float32, copy=True)
+        land = np.asarray(land_mask, dtype=bool)
+        out[0][land] = 0.0
+        total = out[1:].sum(axis=0)
+        out[:, land] /= np.maximum(total[land], np.finfo(np.float32).tiny)
+        out[:, ~land] = 0.0
+        out[0][~land] = 1.0
+        return out
+
+    def conserve(self, probs: np.ndarray, scenario_fine: np.ndarray, land_mask: np.ndarray, *,
+                 iterations: int = 30) -> np.ndarray:
+        """Probabilities (8, H, W) adjusted so that every coarse cell holds exactly the scenario's groups.
+
+        Over the land pixels of each coarse cell, the expected share of each scenario group becomes
+        the scenario's (inland water takes the rest of the land): first ``iterations`` rounds of
+        iterative proportional fitting (one factor per cell and group, then each pixel renormalised),
+        then an exact correction that moves the remaining excess of some groups to the groups in
+        deficit, pixel by pixel in proportion to the excess groups' mass. Ocean pixels are left as
+        they are. Apply after :meth:`apply_mask`; arrays aligned as for :meth:`inputs`. Where the
+        scenario asks for more than the cell's land, its groups are scaled down to fit.
+        """
+        k = self.meta["coarse_factor"]
+        n, h, w = probs.shape
+        cells = (h // k) * (w // k)
+
+        def to_blocks(a):  # (c, H, W) → (cells, k*k, c)
+            return a.reshape(-1, h // k, k, w // k, k).transpose(1, 3, 2, 4, 0).reshape(cells, k * k, -1)
+
+        p = to_blocks(np.asarray(probs, dtype=np.float64))
+        land = to_blocks(np.asarray(land_mask, dtype=np.float64)[None])  # (cells, k*k, 1)
+        groups = _GROUP_MATRIX * (CLASS_CODES != 0)[:, None]  # ocean is in no column
+        land_share = land.mean(axis=(1, 2))
+        target = np.asarray(scenario_fine, dtype=np.float64)[:, ::k, ::k].reshape(len(SCENARIO_GROUPS), -1).T
+        target *= np.minimum(1.0, land_share / np.maximum(target.sum(axis=1), 1e-300))[:, None]
+        target = np.concatenate([target, (land_share - target.sum(axis=1))[:, None]], axis=1)  # + inland water
+
+        def shares(q):
+            return (q @ groups * land).sum(axis=1) / (k * k)
+
+        for _ in range(iterations):
+            share = shares(p)
+            factor = np.where(share > 0, target / np.where(share > 0, share, 1.0), 1.0)
+            scaled = p * (factor @ groups.T)[:, None, :]
+            p = np.where(land > 0, scaled / np.maximum(scaled.sum(axis=2, keepdims=True), 1e-300), p)
+        # Exact correction: take the excess of each group in proportion to its mass at each pixel ...
+        share = shares(p)
+        excess, deficit = np.maximum(share - target, 0.0), np.maximum(target - share, 0.0)
+        mass = p @ groups * land  # (cells, k*k, 6)
+        taken = mass * np.where(share > 0, excess / np.where(share > 0, share, 1.0), 0.0)[:, None, :]
+        keep = np.clip(1.0 - np.where(mass > 0, taken / np.where(mass > 0, mass, 1.0), 0.0), 0.0, 1.0)
+        p = p * (keep @ groups.T + (groups.sum(axis=1) == 0))
+        # ... and give it to the groups in deficit, split among their classes as at the pixel (or the cell).
+        given = taken.sum(axis=2, keepdims=True) * (deficit / np.maximum(deficit.sum(axis=1, keepdims=True), 1e-300))[:, None, :]
+        cell_split = (p * land).sum(axis=1, keepdims=True) + 1e-300 * groups.sum(axis=1)
+        mass = p @ groups
+        split = np.where((mass @ groups.T) > 0, p, cell_split) * groups.sum(axis=1)
+        split = split / np.maximum(split @ groups @ groups.T, 1e-300)
+        p = p + (given @ groups.T) * split
+        p = np.clip(p, 0.0, 1.0)  # rounding leaves |p - clip(p)| ~ 1e-16
+        return p.reshape(h // k, w // k, k, k, n).transpose(4, 0, 2, 1, 3).reshape(n, h, w).astype(np.float32)

@@ -1,0 +1,33 @@
+"""Shipped emulators by name, and loading by name or path."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ..errors import EmulatorError
+from .checkpoint import Emulator
+from .lai import LaiEmulator
+from .landuse import LandUseEmulator
+
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+SHIPPED = {"landuse_unet_v1": "landuse", "lai_unet_v1": "lai"}
+EMULATOR_TYPES: dict[str, type[Emulator]] = {"landuse": LandUseEmulator, "lai": LaiEmulator}
+
+
+def emulator_path(name_or_path: str | Path) -> Path:
+    """Checkpoint stem of a shipped emulator name, or the path itself."""
+    return WEIGHTS_DIR / str(name_or_path) if str(name_or_path) in SHIPPED else Path(name_or_path)
+
+
+def load_emulator(kind: str, name_or_path: str | Path, device: str | torch.device = "cpu") -> Emulator:
+    """A shipped emulator (``"landuse_unet_v1"``, ``"lai_unet_v1"``) or a checkpoint path, in eval mode on ``device``."""
+    if kind not in EMULATOR_TYPES:
+        raise EmulatorError(f"unknown emulator kind '{kind}' (expected one of {sorted(EMULATOR_TYPES)})")
+    if SHIPPED.get(str(name_or_path), kind) != kind:
+        raise EmulatorError(f"shipped emulator '{name_or_path}' is a '{SHIPPED[str(name_or_path)]}' emulator, not '{kind}'")
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise EmulatorError(f"invalid torch device {device!r}: {exc}") from exc
+    return EMULATOR_TYPES[kind].from_checkpoint(emulator_path(name_or_path), device)

@@ -1,0 +1,264 @@
+"""Emulators: U-Net shapes, input assembly, safe checkpoints, and the skill of the shipped ones."""
+from __future__ import annotations
+
+import json
+import pickle
+import re
+
+import numpy as np
+import pytest
+import torch
+
+from ai4land_coupler.datasets import CLASS_CODES, STATIC_NAMES, WorldData, sha256_file
+from ai4land_coupler.emulators import (LANDUSE_CLASSES, SHIPPED, WEIGHTS_DIR, LaiEmulator, LandUseEmulator, UNet,
+                                       load_emulator)
+from ai4land_coupler.errors import EmulatorError
+from ai4land_coupler.training import evaluate_lai, evaluate_landuse, main_train, train_landuse
+from ai4land_coupler.world import make_world
+
+
+def _landuse(widths=(8, 8, 8, 8)) -> LandUseEmulator:
+    n = 12 + len(STATIC_NAMES) + len(LANDUSE_CLASSES)
+    torch.manual_seed(0)
+    return LandUseEmulator.create(static_names=STATIC_NAMES, coarse_factor=4, fine_resolution_deg=1.0,
+                                  mean=np.zeros(n), std=np.ones(n), widths=widths)
+
+
+def _lai(widths=(8, 8, 8, 8)) -> LaiEmulator:
+    torch.manual_seed(0)
+    return LaiEmulator.create(fine_resolution_deg=1.0, mean=np.zeros(13), std=np.ones(13), widths=widths)
+
+
+@pytest.mark.parametrize("size", [(64, 64), (72, 40), (8, 16)])
+def test_unet_takes_any_multiple_of_8(size):
+    net = UNet(5, 3, (8, 8, 16, 16)).eval()
+    with torch.no_grad():
+        assert net(torch.zeros(2, 5, *size)).shape == (2, 3, *size)
+
+
+def test_unet_refuses_other_sizes():
+    with pytest.raises(ValueError, match="multiple of 8"):
+        UNet(5, 3)(torch.zeros(1, 5, 60, 64))
+
+
+def test_landuse_inputs_probabilities_and_mask():
+    emu = _landuse()
+    h, w = 16, 24
+    rng = np.random.default_rng(0)
+    prev = rng.choice(CLASS_CODES, size=(h, w)).astype(np.uint8)
+    scenario = np.repeat(np.repeat(rng.random((5, 4, 6)) / 5, 4, axis=1), 4, axis=2).astype(np.float32)
+    static = {n: rng.random((h, w)).astype(np.float32) for n in STATIC_NAMES}
+    x = emu.inputs(scenario, static, prev)
+    assert x.shape == (emu.in_channels, h, w) == (25, h, w) and x.dtype == np.float32
+    assert emu.channels[5] == "demand_forest" and emu.channels[-1] == "previous_water"
+    logits = emu.model(torch.from_numpy(x)[None])
+    probs = emu.probabilities(logits)
+    assert probs.shape == (1, 8, h, w)
+    torch.testing.assert_close(emu.postprocess(logits), probs)
+    torch.testing.assert_close(probs.sum(1), torch.ones(1, h, w))
+    land = prev != 0
+    masked = emu.apply_mask(probs[0].detach().numpy(), land)
+    np.testing.assert_allclose(masked.sum(0), 1.0, rtol=1e-5)
+    assert np.all(masked[0][~land] == 1.0) and np.all(masked[0][land] == 0.0)
+    with pytest.raises(EmulatorError, match="block|constant"):
+        emu.inputs(scenario + rng.random((5, h, w)).astype(np.float32) * 0.01, static, prev)
+    with pytest.raises(EmulatorError, match="99"):
+        emu.inputs(scenario, static, np.full((h, w), 99, np.uint8))
+
+
+def test_conserve_makes_every_coarse_cell_hold_the_scenario_exactly():
+    emu = _landuse()
+    rng = np.random.default_rng(1)
+    h, w, k = 16, 24, 4
+    land = rng.random((h, w)) > 0.3
+    land[:4, :4] = False  # an all-ocean cell
+    water = land & (rng.random((h, w)) > 0.9)
+    logits = torch.from_numpy(rng.normal(size=(1, 8, h, w)).astype(np.float32) * 3)
+    probs = emu.apply_mask(emu.probabilities(logits)[0].numpy(), land)
+    # A scenario consistent with the land: random group shares of the non-water land of each cell.
+    non_water = (land & ~water).reshape(h // k, k, w // k, k).mean(axis=(1, 3))
+    split = rng.dirichlet(np.ones(5), size=non_water.shape).transpose(2, 0, 1)
+    split[:, rng.random(non_water.shape) > 0.5] *= np.array([1, 0, 1, 0, 1.0])[:, None]  # some groups absent
+    split /= split.sum(axis=0)
+    scenario = np.repeat(np.repeat(split * non_water, k, axis=1), k, axis=2).astype(np.float32)
+    out = emu.conserve(probs, scenario, land)
+    assert out.shape == probs.shape and out.min() >= 0.0
+    np.testing.assert_allclose(out.sum(axis=0), 1.0, atol=1e-6)
+    np.testing.assert_array_equal(out[:, ~land], probs[:, ~land])
+    groups = {0: [4], 1: [5, 6], 2: [1], 3: [2], 4: [3]}  # group → class levels
+    for g, levels in groups.items():
+        share = out[levels].sum(axis=0).reshape(h // k, k, w // k, k).mean(axis=(1, 3))
+        np.testing.assert_allclose(share, scenario[g, ::k, ::k], atol=1e-6)
+
+
+def test_lai_is_non_negative_by_construction_and_masked_over_ocean():
+    emu = _lai()
+    rng = np.random.default_rng(0)
+    fractions = np.eye(8, dtype=np.float32)[rng.integers(0, 8, (16, 16))].transpose(2, 0, 1)
+    drivers = np.stack([280 + rng.random((16, 16)), rng.random((16, 16)) * 1e-4, 200 * rng.random((16, 16))])
+    x = emu.inputs(fractions, drivers, 200.0)
+    assert x.shape == (13, 16, 16)
+    np.testing.assert_allclose(x[-2:, 0, 0], [np.sin(2 * np.pi * 200 / 365), np.cos(2 * np.pi * 200 / 365)], rtol=1e-6)
+    with torch.no_grad():
+        torch.nn.init.constant_(emu.model.net.head.bias, -50.0)
+        out = emu.model(torch.from_numpy(x)[None])
+    assert out.shape == (1, 1, 16, 16) and out.min() >= 0.0 and emu.postprocess(out) is out
+    land = rng.random((16, 16)) > 0.5
+    lai = emu.apply_mask(out[0, 0].numpy() + 1.0, land)
+    assert np.all(lai[~land] == 0.0) and np.all(lai[land] >= 1.0)
+
+
+def test_checkpoint_round_trip(tmp_path, monkeypatch):
+    emu = _landuse()
+    emu.meta["metrics"] = {"model": {"accuracy": 0.5}}
+    weights, sidecar = emu.save(tmp_path / "lu")
+    assert weights.name == "lu.safetensors" and sidecar.name == "lu.json"
+    meta = json.loads(sidecar.read_text())
+    assert meta["weights_sha256"] == sha256_file(weights) and meta["software_version"]
+    # Loading never unpickles.
+    monkeypatch.setattr(torch, "load", lambda *a, **k: pytest.fail("torch.load called"))
+    monkeypatch.setattr(pickle, "load", lambda *a, **k: pytest.fail("pickle.load called"))
+    for spelling in (tmp_path / "lu", weights, sidecar, str(weights)):
+        back = load_emulator("landuse", spelling)
+        assert back.meta == meta and not back.model.training
+    x = torch.randn(1, emu.in_channels, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(back.model(x), emu.model(x), rtol=0, atol=0)
+
+
+@pytest.fixture
+def saved(tmp_path):
+    weights, sidecar = _lai().save(tmp_path / "lai")
+    return weights, sidecar
+
+
+def test_missing_files_are_refused(saved, tmp_path):
+    with pytest.raises(EmulatorError, match=r"nothere\.safetensors.*not found"):
+        load_emulator("lai", tmp_path / "nothere")
+    saved[1].unlink()
+    with pytest.raises(EmulatorError, match=r"lai\.json.*not found"):
+        load_emulator("lai", saved[0])
+
+
+def test_corrupt_weights_are_refused(saved):
+    data = bytearray(saved[0].read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    saved[0].write_bytes(bytes(data))
+    with pytest.raises(EmulatorError, match=r"lai\.safetensors.*(sha256|corrupt)"):
+        load_emulator("lai", saved[0])
+
+
+def test_truncated_weights_are_refused_even_with_a_matching_hash(saved):
+    saved[0].write_bytes(saved[0].read_bytes()[:100])
+    meta = json.loads(saved[1].read_text())
+    meta["weights_sha256"] = sha256_file(saved[0])
+    saved[1].write_text(json.dumps(meta))
+    with pytest.raises(EmulatorError, match=r"lai\.safetensors.*corrupt"):
+        load_emulator("lai", saved[0])
+
+
+def test_pickle_files_are_refused(saved, tmp_path):
+    torch.save(_lai().model.state_dict(), saved[0])  # a torch.save zip under the safetensors name
+    with pytest.raises(EmulatorError, match="pickle"):
+        load_emulator("lai", saved[0])
+    with open(saved[0], "wb") as f:
+        pickle.dump({"a": 1}, f)
+    with pytest.raises(EmulatorError, match="pickle"):
+        load_emulator("lai", saved[0])
+    with pytest.raises(EmulatorError, match="pickle"):
+        load_emulator("lai", tmp_path / "model.pt")
+
+
+def test_wrong_kind_and_channel_mismatch_are_refused(saved):
+    with pytest.raises(EmulatorError, match=r"lai\.json.*'lai' emulator, expected 'landuse'"):
+        load_emulator("landuse", saved[0])
+    with pytest.raises(EmulatorError, match="'lai_unet_v1' is a 'lai' emulator"):
+        load_emulator("landuse", "lai_unet_v1")
+    meta = json.loads(saved[1].read_text())
+    meta["channels"] = meta["channels"][:-1] + ["day_length"]
+    saved[1].write_text(json.dumps(meta))
+    with pytest.raises(EmulatorError, match="channels"):
+        load_emulator("lai", saved[0])
+    meta["channels"] = meta["channels"][:-1]
+    meta["normalisation"] = {k: v[:-1] for k, v in meta["normalisation"].items()}
+    saved[1].write_text(json.dumps(meta))
+    with pytest.raises(EmulatorError, match="channels"):
+        load_emulator("lai", saved[0])
+
+
+def test_unknown_kind_is_refused():
+    with pytest.raises(EmulatorError, match="unknown emulator kind"):
+        load_emulator("crops", "landuse_unet_v1")
+    with pytest.raises(ValueError, match="unknown emulator kind"):
+        main_train("/nonexistent", "/nonexistent", "crops", epochs=1, seed=0, threads=1)
+
+
+def test_training_is_deterministic_on_a_tiny_world(tmp_path):
+    make_world(tmp_path / "w", fine_res=3.0, coarse_res=12.0, last_year=2021)
+    runs = [train_landuse(tmp_path / "w", tmp_path / f"out{i}", epochs=1, steps_per_epoch=3, batch_size=2,
+                          widths=(8, 8, 8, 8), progress=False) for i in range(2)]
+    assert runs[0] == runs[1]
+    assert sha256_file(tmp_path / "out0" / "landuse_unet_v1.safetensors") == \
+        sha256_file(tmp_path / "out1" / "landuse_unet_v1.safetensors")
+    meta = json.loads((tmp_path / "out0" / "landuse_unet_v1.json").read_text())
+    assert meta["training"]["validation_years"] == [2018, 2019, 2020, 2021]
+    assert set(meta["metrics"]) >= {"model", "persistence", "coarse_majority"}
+
+
+# ---------------------------------------------------------------- the shipped emulators
+
+
+@pytest.mark.parametrize("name", sorted(SHIPPED))
+def test_shipped_emulators_are_small_safe_and_loadable(name):
+    weights = WEIGHTS_DIR / f"{name}.safetensors"
+    assert weights.stat().st_size < 2_000_000
+    emu = load_emulator(SHIPPED[name], name)
+    assert emu.name == name and emu.tile_size == 64 and emu.meta["fine_resolution_deg"] == 1.0
+    assert emu.meta["training"]["seed"] == 0
+    with torch.no_grad():
+        assert emu.model(torch.zeros(1, emu.in_channels, 64, 64)).shape[-2:] == (64, 64)
+
+
+def test_shipped_metadata_reports_skill_above_the_baselines():
+    lu = load_emulator("landuse", "landuse_unet_v1").meta["metrics"]
+    for baseline in ("persistence", "coarse_majority"):
+        assert lu["model"]["accuracy"] > lu[baseline]["accuracy"], baseline
+        assert lu["model"]["miou"] > lu[baseline]["miou"], baseline
+    lai = load_emulator("lai", "lai_unet_v1").meta["metrics"]
+    assert lai["model"]["rmse"] < lai["class_climatology"]["rmse"]
+    assert lai["model"]["r2"] > lai["class_climatology"]["r2"]
+
+
+@pytest.fixture(scope="module")
+def default_world(tmp_path_factory):
+    out = tmp_path_factory.mktemp("world_default")
+    make_world(out, seed=0)
+    with WorldData.open(out) as world:
+        yield world
+
+
+def test_shipped_metadata_records_provenance():
+    files = {"landuse_unet_v1": {"static.nc", "luh2_states.nc", "lulc_maps.nc"},
+             "lai_unet_v1": {"lulc_maps.nc", "drivers_climatology.nc", "drivers_anomaly.nc", "lai_monthly.nc"}}
+    for name, kind in SHIPPED.items():
+        meta = load_emulator(kind, name).meta
+        assert set(meta["training_data"]) == files[name]
+        assert all(re.fullmatch("[0-9a-f]{64}", h) for h in meta["training_data"].values())
+        assert meta["training"]["validation_years"] == [2031, 2032, 2033, 2034]
+        assert meta["format_version"] == 1 and meta["software_version"]
+
+
+def test_shipped_landuse_beats_persistence_on_a_fresh_held_out_year(default_world):
+    emu = load_emulator("landuse", "landuse_unet_v1")
+    m = evaluate_landuse(emu, default_world, [default_world.years[-1]])
+    assert m["model"]["accuracy"] > m["persistence"]["accuracy"] > m["coarse_majority"]["accuracy"]
+    assert m["model"]["miou"] > m["persistence"]["miou"]
+    assert m["changed_pixels"]["correct"] > 0
+
+
+def test_shipped_lai_beats_the_class_climatology_on_a_fresh_held_out_year(default_world):
+    emu = load_emulator("lai", "lai_unet_v1")
+    years = default_world.years
+    m = evaluate_lai(emu, default_world, [years[-1]], baseline_years=years[-8:-4])
+    assert m["model"]["rmse"] < m["class_climatology"]["rmse"]
+    assert m["model"]["r2"] > 0.9

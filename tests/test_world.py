@@ -1,0 +1,196 @@
+"""The synthetic world: determinism, exact aggregation, physical plausibility, checked readers."""
+from __future__ import annotations
+
+import shutil
+
+import netCDF4
+import numpy as np
+import pytest
+
+from ai4land_coupler.datasets import (FILE_NAMES, FOREST, LUH2_CROSSWALK, LUH2_STATES, SCENARIO_GROUPS, WATER,
+                                      WorldData, group_fractions, sha256_file)
+from ai4land_coupler.errors import InputFileError
+from ai4land_coupler.grids import upsample_blocks
+from ai4land_coupler.world import make_world
+
+SMALL = {"fine_res": 3.0, "coarse_res": 12.0, "first_year": 2015, "last_year": 2017}
+
+
+@pytest.fixture(scope="module")
+def small_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("world_small")
+    make_world(out, seed=0, **SMALL)
+    return out
+
+
+@pytest.fixture(scope="module")
+def world(small_dir):
+    with WorldData.open(small_dir) as w:
+        yield w
+
+
+def _all_arrays(directory):
+    arrays = {}
+    for name in FILE_NAMES.values():
+        with netCDF4.Dataset(directory / name) as nc:
+            nc.set_auto_mask(False)
+            arrays.update({f"{name}:{v}": np.array(nc[v][:]) for v in nc.variables})
+    return arrays
+
+
+def test_same_seed_gives_identical_files_and_arrays(small_dir, tmp_path):
+    paths = make_world(tmp_path / "again", seed=0, **SMALL)
+    assert set(paths) == set(FILE_NAMES)
+    for key, path in paths.items():
+        assert sha256_file(path) == sha256_file(small_dir / FILE_NAMES[key]), key
+    a, b = _all_arrays(small_dir), _all_arrays(tmp_path / "again")
+    assert a.keys() == b.keys()
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+def test_different_seed_gives_a_different_world(small_dir, tmp_path):
+    make_world(tmp_path / "other", seed=1, **SMALL)
+    with WorldData.open(small_dir) as w0, WorldData.open(tmp_path / "other") as w1:
+        assert (w0.land_mask != w1.land_mask).mean() > 0.1
+        assert not np.array_equal(w0.lulc(2016), w1.lulc(2016))
+        assert not np.allclose(w0.drivers(2016, 7), w1.drivers(2016, 7))
+
+
+def test_grids_formats_and_land_share(world, small_dir):
+    assert world.fine_grid.shape == (60, 120) and world.coarse_grid.shape == (15, 30) and world.factor == 4
+    assert world.fine_grid.lat[0] == -88.5 and world.fine_grid.lon[0] == -178.5
+    assert world.years == [2015, 2016, 2017] and world.scenario_years == world.years
+    area = world.fine_grid.cell_area_weights()
+    assert 0.27 < (area * world.land_mask).sum() / area.sum() < 0.33
+    with netCDF4.Dataset(small_dir / "luh2_states.nc") as nc:
+        assert nc["time"].units == "years since 2015-01-01 0:0:0" and nc["time"].calendar == "noleap"
+        assert list(nc["time"][:]) == [0, 1, 2]
+        assert nc["lat"].bounds == "lat_bnds" and nc["lon"].bounds == "lon_bnds"
+        for name in LUH2_STATES:
+            v = nc[name]
+            assert (v.dtype, v.units, v.standard_name) == (np.float32, "1", "area_fraction")
+            assert np.isclose(v._FillValue, 1e20)
+        assert np.ma.is_masked(nc["primf"][0])  # ocean cells
+    with netCDF4.Dataset(small_dir / "lulc_maps.nc") as nc:
+        assert nc["lulc"].dtype == np.uint8
+        assert list(nc["lulc"].flag_values) == [0, 11, 22, 33, 44, 55, 66, 77]
+    with netCDF4.Dataset(small_dir / "lai_monthly.nc") as nc:
+        assert nc["lai"].standard_name == "leaf_area_index" and nc["lai"].units == "m2 m-2"
+        assert nc["lai"].filters()["zlib"] and nc["time"].calendar == "noleap"
+        assert nc["time"].units == "days since 2015-01-01 0:0:0"
+        assert nc["time"][0] == 15.5 and len(nc["time"]) == 36
+
+
+def test_fine_maps_aggregate_exactly_to_the_luh2_states(world, small_dir):
+    with netCDF4.Dataset(small_dir / "luh2_states.nc") as nc:
+        for t, year in enumerate(world.years):
+            lulc = world.lulc(year)
+            fractions = group_fractions(lulc, world.factor)
+            for g, group in enumerate(SCENARIO_GROUPS):
+                states = sum(np.ma.filled(nc[v][t], 0.0).astype(np.float64) for v in LUH2_CROSSWALK[group])
+                assert np.abs(fractions[g] - states).max() < 1e-6, (year, group)
+            assert np.abs(fractions - world.scenario_groups(year)).max() < 1e-6
+            # The groups cover exactly the land that is not inland water.
+            non_water = ((lulc != 0) & (lulc != WATER)).astype(float)
+            np.testing.assert_allclose(world.scenario_groups(year).sum(0),
+                                       non_water.reshape(15, 4, 30, 4).mean(axis=(1, 3)), atol=1e-6)
+
+
+def test_land_use_changes_a_little_every_year_and_water_is_static(world):
+    land = world.land_mask
+    for year in world.years[1:]:
+        prev, now = world.lulc(year - 1), world.lulc(year)
+        assert 0.001 < (prev != now)[land].mean() < 0.1
+        np.testing.assert_array_equal(prev == WATER, now == WATER)
+        np.testing.assert_array_equal(now == 0, ~land)
+
+
+def test_temperature_falls_with_latitude_and_elevation(world):
+    tas, elev, land = world.static["tas_annual"], world.static["elevation"], world.land_mask
+    lat = np.broadcast_to(world.fine_grid.lat[:, None], tas.shape)
+    band_means = [tas[land & (np.abs(lat) >= lo) & (np.abs(lat) < lo + 20)].mean() for lo in (0, 20, 40, 60)]
+    assert np.all(np.diff(band_means) < -3.0), band_means
+    # Lapse rate: regress on elevation and latitude over land.
+    a = np.column_stack([np.ones(land.sum()), elev[land], (lat[land] / 90.0) ** 2])
+    coef = np.linalg.lstsq(a, tas[land], rcond=None)[0]
+    assert -8e-3 < coef[1] < -5e-3, coef
+    assert 150 < tas.min() and tas.max() < 320
+
+
+def test_seasons_are_opposite_in_the_hemispheres_and_fluxes_are_physical(world):
+    lat = world.fine_grid.lat
+    jan, jul = world.drivers(2016, 1), world.drivers(2016, 7)
+    north, south = lat > 35, lat < -35
+    assert jul[0][north].mean() > jan[0][north].mean() + 5.0
+    assert jan[0][south].mean() > jul[0][south].mean() + 2.0
+    assert jul[2][north].mean() > jan[2][north].mean() + 100.0  # more sun in northern summer
+    assert jan[2][lat > 75].max() < 5.0  # polar night (the coarse anomaly may add a little)
+    for d in (jan, jul):
+        assert d[1].min() >= 0.0 and d[2].min() >= 0.0
+        assert d[1].max() < 1e-3  # < 86 mm/day
+    annual = np.mean([world.drivers(2016, m)[1] for m in range(1, 13)], axis=0)
+    mm_day = annual[world.land_mask] * 86400
+    assert 0.5 < np.median(mm_day) < 4.0
+
+
+def test_drivers_are_climatology_plus_upsampled_anomaly(world, small_dir):
+    with netCDF4.Dataset(small_dir / "drivers_climatology.nc") as c, netCDF4.Dataset(small_dir / "drivers_anomaly.nc") as a:
+        expected = c["tas"][6] + upsample_blocks(a["tas_anom"][12 + 6], 4)
+    np.testing.assert_allclose(world.drivers(2016, 7)[0], expected, rtol=1e-6)
+
+
+def test_lai_is_physical(world):
+    land, lat = world.land_mask, world.fine_grid.lat
+    lulc = world.lulc(2016)
+    lai = {m: world.lai(2016, m) for m in range(1, 13)}
+    for m, x in lai.items():
+        assert x.min() >= 0.0 and x[~land].max() == 0.0 and x[lulc == WATER].max() == 0.0 and x.max() < 10.0
+    nh_forest = (lulc == FOREST) & (lat[:, None] > 30)
+    assert nh_forest.sum() > 10
+    assert lai[7][nh_forest].mean() > lai[1][nh_forest].mean() + 0.5
+    assert lai[7][lulc == FOREST].mean() > lai[7][lulc == 66].mean() + 1.0  # forest over sparse vegetation
+
+
+@pytest.fixture
+def broken_copy(small_dir, tmp_path):
+    out = tmp_path / "broken"
+    shutil.copytree(small_dir, out)
+    return out
+
+
+def test_reader_rejects_a_missing_variable(broken_copy):
+    with netCDF4.Dataset(broken_copy / "static.nc", "a") as nc:
+        nc.renameVariable("slope", "slope_renamed")
+    with pytest.raises(InputFileError, match=r"static\.nc.*'slope'.*missing"):
+        WorldData.open(broken_copy)
+
+
+def test_reader_rejects_wrong_units(broken_copy):
+    with netCDF4.Dataset(broken_copy / "luh2_states.nc", "a") as nc:
+        nc["c3ann"].units = "%"
+    with pytest.raises(InputFileError, match=r"luh2_states\.nc.*'c3ann'.*units"):
+        WorldData.open(broken_copy)
+    with netCDF4.Dataset(broken_copy / "luh2_states.nc", "a") as nc:
+        nc["c3ann"].units = "1"
+    with netCDF4.Dataset(broken_copy / "lai_monthly.nc", "a") as nc:
+        nc["lai"].units = "1"
+    with WorldData.open(broken_copy) as w, pytest.raises(InputFileError, match=r"lai_monthly\.nc.*'lai'.*units"):
+        w.lai(2015, 1)
+
+
+def test_reader_rejects_out_of_range_values_and_missing_years(broken_copy):
+    with netCDF4.Dataset(broken_copy / "static.nc", "a") as nc:
+        nc["soil_quality"][0, 0] = 3.0
+    with pytest.raises(InputFileError, match=r"static\.nc.*'soil_quality'.*valid range"):
+        WorldData.open(broken_copy)
+    (broken_copy / "static.nc").unlink()
+    with pytest.raises(InputFileError, match=r"static\.nc.*not found"):
+        WorldData.open(broken_copy)
+
+
+def test_reader_names_the_file_for_a_year_it_does_not_hold(world):
+    with pytest.raises(InputFileError, match=r"lulc_maps\.nc.*year 2040"):
+        world.lulc(2040)
+    with pytest.raises(InputFileError, match=r"drivers_anomaly\.nc.*\(2040, 1\)"):
+        world.drivers(2040, 1)

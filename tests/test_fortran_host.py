@@ -309,38 +309,47 @@ def test_downstream_find_package_example(tmp_path):
 # ----------------------------------------------------------------------------- end to end, real component
 
 
+def check_host_output(path: Path, nlat: int, nlon: int, nyears: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every host cell written, fractions in [0, 1] summing to 1 within 1e-6, LAI >= 0, no NaN."""
+    with netCDF4.Dataset(path) as ds:
+        lu = ds["landuse_fraction"][:]
+        lai = ds["lai"][:]
+    assert lu.shape == (nyears, 8, nlat, nlon) and lai.shape == (12 * nyears, nlat, nlon)
+    assert not np.ma.is_masked(lu) and not np.ma.is_masked(lai)  # every host cell written
+    lu, lai = np.asarray(lu), np.asarray(lai)
+    assert np.isfinite(lu).all() and np.isfinite(lai).all()
+    assert lu.min() >= 0.0 and lu.max() <= 1.0
+    np.testing.assert_allclose(lu.sum(axis=1), 1.0, atol=1e-6)
+    assert lai.min() >= 0.0 and lai.max() > 1.0
+    return lu, lai
+
+
 @pytest.mark.slow
 @needs_build
 @needs_component
 def test_mock_host_end_to_end(tmp_path, world_dir):
-    """mpirun -n 1, 2, 4 of the Fortran host with the real plugin: valid fields, same bits."""
-    plugin_nml = write_namelist(tmp_path / "ai4land_in", world_dir)
-    nlat = nlon = None
-    for line in plugin_nml.read_text().splitlines():
-        key, _, value = line.partition("=")
-        if key.strip() == "host_nlat":
-            nlat = int(value)
-        elif key.strip() == "host_nlon":
-            nlon = int(value)
+    """The Fortran host under mpirun -n 1, 2, 4 with the real plugin: valid fields, the same bits on
+    every layout, and the same fields as the Python mock host."""
+    nlat, nlon, nyears = 90, 180, 1
+    plugin_nml = write_namelist(tmp_path / "ai4land_in", world_dir, host_nlat=nlat, host_nlon=nlon)
     results = {}
     for nranks in (1, 2, 4):
         out = tmp_path / f"out_{nranks}.nc"
         nml = write_host_nml(tmp_path / f"host_{nranks}.nml", plugin_nml, out, nlat=nlat, nlon=nlon,
-                             start_year=2015, nyears=2)
+                             start_year=2031, nyears=nyears)
         proc = run_host(nranks, nml, tmp_path, timeout=600)
         assert proc.returncode == 0, output_of(proc)
-        assert sum(line.startswith("year ") for line in proc.stdout.splitlines()) == 2, proc.stdout
-        with netCDF4.Dataset(out) as ds:
-            lu = ds["landuse_fraction"][:]
-            lai = ds["lai"][:]
-        assert lu.shape == (2, 8, nlat, nlon) and lai.shape[1:] == (nlat, nlon) and lai.shape[0] >= 1
-        assert not np.ma.is_masked(lu) and not np.ma.is_masked(lai)  # every host cell written
-        lu, lai = np.asarray(lu), np.asarray(lai)
-        assert np.isfinite(lu).all() and np.isfinite(lai).all()
-        assert lu.min() >= 0.0 and lu.max() <= 1.0
-        np.testing.assert_allclose(lu.sum(axis=1), 1.0, atol=1e-6)
-        assert lai.min() >= 0.0
-        results[nranks] = (lu, lai)
+        assert sum(line.startswith("year ") for line in proc.stdout.splitlines()) == nyears, proc.stdout
+        results[nranks] = check_host_output(out, nlat, nlon, nyears)
     for nranks in (2, 4):
         np.testing.assert_array_equal(results[nranks][0], results[1][0])
         np.testing.assert_array_equal(results[nranks][1], results[1][1])
+
+    out = tmp_path / "python_host.nc"
+    nml = write_host_nml(tmp_path / "python_host.nml", plugin_nml, out, nlat=nlat, nlon=nlon,
+                         start_year=2031, nyears=nyears)
+    proc = run_mpi(2, [sys.executable, "-m", "ai4land_coupler.cli", "mock-host", str(nml)], cwd=tmp_path, timeout=600)
+    assert proc.returncode == 0, output_of(proc)
+    lu, lai = check_host_output(out, nlat, nlon, nyears)
+    np.testing.assert_array_equal(lu, results[1][0])  # land use does not see the host's climate
+    np.testing.assert_allclose(lai, results[1][1], rtol=1e-4, atol=1e-5)  # host climate: libm vs numpy

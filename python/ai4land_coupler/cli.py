@@ -22,10 +22,8 @@ def _make_data(args) -> int:
 def _train(args) -> int:
     from .training import main_train
 
-    kinds = ("landuse", "lai") if args.kind == "both" else (args.kind,)
-    for kind in kinds:
-        metrics = main_train(args.world, args.out, kind, epochs=args.epochs, seed=args.seed, threads=args.threads)
-        print(json.dumps({kind: metrics}, indent=2))
+    metrics = main_train(args.world, args.out, args.kind, epochs=args.epochs, seed=args.seed, threads=args.threads)
+    print(json.dumps(metrics, indent=2))
     return 0
 
 
@@ -104,10 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("train", help="train the emulators on a world made by make-data")
     s.add_argument("--world", required=True)
     s.add_argument("--out", required=True, help="folder for <name>.safetensors + <name>.json")
-    s.add_argument("--kind", choices=("landuse", "lai", "both"), default="both")
-    s.add_argument("--epochs", type=int, default=30)
+    s.add_argument("--kind", choices=("landuse", "lai", "all"), default="all")
+    s.add_argument("--epochs", type=int, default=None, help="default: as for the shipped emulators (40 / 30)")
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--threads", type=int, default=0, help="torch threads (0 = all cores)")
+    s.add_argument("--threads", type=int, default=2, help="torch threads")
     s.set_defaults(func=_train)
 
     s = sub.add_parser("mock-host", help="run the Python mock host (under mpirun for several ranks)")

@@ -199,8 +199,7 @@ class Component:
         def predict_batch(x: np.ndarray) -> np.ndarray:
             try:
                 with torch.inference_mode():
-                    y = emulator.model(torch.from_numpy(x).to(device))
-                    return emulator.postprocess(y).float().cpu().numpy()
+                    return emulator.model(torch.from_numpy(x).to(device)).float().cpu().numpy()
             except Exception as exc:
                 raise EmulatorError(f"{emulator.name}: inference failed on a batch of shape {x.shape}: {exc}") from exc
 
@@ -225,7 +224,7 @@ class Component:
             t0 = time.perf_counter()
             em = self.landuse_emulator
             scenario = self.world.scenario_groups_fine(year)
-            probs = self._predict(em, em.inputs(scenario, self.world.static, self.fine_map))
+            probs = em.finish(self._predict(em, em.inputs(scenario, self.world.static, self.fine_map)))
             probs = em.conserve(em.apply_mask(probs, self.world.land_mask), scenario, self.world.land_mask)
             self.fine_map = self.class_codes[np.argmax(probs, axis=0)]
             self.timings["landuse"] = self.timings.get("landuse", 0.0) + time.perf_counter() - t0
@@ -263,7 +262,8 @@ class Component:
         t0 = time.perf_counter()
         drivers = self._drivers(events)
         em = self.lai_emulator
-        lai = self._predict(em, em.inputs(self._onehot(self.fine_map), drivers, self._period_middle(events)))[0]
+        raw = self._predict(em, em.inputs(self._onehot(self.fine_map), drivers, self._period_middle(events)))
+        lai = em.finish(raw)[0]
         self.fine_lai = em.apply_mask(lai, self.world.land_mask)
         self._fields["lai"] = self._to_host(self.fine_lai[None])
         self.timings["lai"] = self.timings.get("lai", 0.0) + time.perf_counter() - t0

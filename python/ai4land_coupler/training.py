@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from .datasets import CLASS_CODES, CLASS_INDEX, CROPLAND, FOREST, GRASS, PASTURE, STATIC_NAMES, URBAN, WATER, WorldData
 from .emulators.checkpoint import Emulator
-from .emulators.lai import LaiEmulator
+from .emulators.lai import LaiEmulator, lai_from_raw
 from .emulators.landuse import LandUseEmulator, landuse_features, one_hot_classes
 from .emulators.unet import UNet
 from .world import MID_MONTH_DOY
@@ -303,7 +303,7 @@ def class_climatology(world: WorldData, years, band_deg: float = 10.0) -> np.nda
 
 def predict_lai(emulator: LaiEmulator, fractions: np.ndarray, drivers: np.ndarray, month: int, land: np.ndarray) -> np.ndarray:
     x = emulator.inputs(fractions, drivers, MID_MONTH_DOY[month - 1])
-    return emulator.apply_mask(forward_full(emulator.model, x)[0].numpy(), land)
+    return emulator.apply_mask(lai_from_raw(forward_full(emulator.model, x))[0].numpy(), land)
 
 
 def evaluate_lai(emulator: LaiEmulator, world: WorldData, years, baseline_years) -> dict:
@@ -363,13 +363,13 @@ def train_lai(world_dir: str | Path, out_dir: str | Path, *, epochs: int = 30, s
             x = torch.from_numpy(np.stack([_take(inputs_of(k), win) for k, win in picks]))
             y = torch.from_numpy(np.stack([_take(lai[k], win) for k, win in picks]))[:, None]
             w = torch.from_numpy(np.stack([_take(land_f, win) for _, win in picks]))[:, None]
-            return masked_mse(model(x), y, w)
+            return masked_mse(lai_from_raw(model(x)), y, w)
 
         val_keys = [(y, m) for y in val_years for m in (1, 4, 7, 10)]
 
         def val_loss(model):
             w = torch.from_numpy(land_f)
-            return float(np.mean([masked_mse(forward_full(model, inputs_of(k))[0], torch.from_numpy(lai[k]), w).item()
+            return float(np.mean([masked_mse(lai_from_raw(forward_full(model, inputs_of(k)))[0], torch.from_numpy(lai[k]), w).item()
                                   for k in val_keys]))
 
         history = _fit(emulator, sample_batch, val_loss, epochs=epochs, steps_per_epoch=steps_per_epoch, lr=lr,
@@ -389,10 +389,14 @@ def train_lai(world_dir: str | Path, out_dir: str | Path, *, epochs: int = 30, s
     return metrics
 
 
-def main_train(world_dir: str | Path, out_dir: str | Path, kind: str, epochs: int, seed: int, threads: int) -> dict:
+SHIPPED_EPOCHS = {"landuse": 40, "lai": 30}  # what trained the shipped emulators
+
+
+def main_train(world_dir: str | Path, out_dir: str | Path, kind: str, epochs: int | None, seed: int, threads: int) -> dict:
     """`ai4land train`: ``kind`` is "landuse", "lai" or "all"; returns {kind: metrics}."""
     trainers = {"landuse": train_landuse, "lai": train_lai}
     if kind not in (*trainers, "all"):
         raise ValueError(f"unknown emulator kind '{kind}' (expected landuse, lai or all)")
     kinds = list(trainers) if kind == "all" else [kind]
-    return {k: trainers[k](world_dir, out_dir, epochs=epochs, seed=seed, threads=threads) for k in kinds}
+    return {k: trainers[k](world_dir, out_dir, epochs=epochs or SHIPPED_EPOCHS[k], seed=seed, threads=threads)
+            for k in kinds}

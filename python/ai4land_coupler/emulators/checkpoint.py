@@ -122,8 +122,9 @@ class Emulator:
         return ((raw - self._mean) / self._std).astype(np.float32)
 
     @staticmethod
-    def postprocess(output: torch.Tensor) -> torch.Tensor:
-        """The network output (B, K, h, w) as the field to blend across tiles."""
+    def finish(raw: np.ndarray) -> np.ndarray:
+        """The physical field (K, H, W) from the network output blended over tiles (numpy, float64,
+        so that it is the same bits whatever the torch thread count)."""
         raise NotImplementedError
 
     @classmethod

@@ -34,15 +34,9 @@ def lai_features(class_fractions: np.ndarray, drivers: np.ndarray, day_of_year: 
     return np.concatenate([class_fractions, drivers, season])
 
 
-class NonNegative(nn.Module):
-    """Softplus on top of a network: outputs are ≥ 0."""
-
-    def __init__(self, net: nn.Module):
-        super().__init__()
-        self.net = net
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return nn.functional.softplus(self.net(x))
+def lai_from_raw(raw: torch.Tensor) -> torch.Tensor:
+    """LAI ≥ 0 from the network output (training and whole-field evaluation)."""
+    return nn.functional.softplus(raw)
 
 
 class LaiEmulator(Emulator):
@@ -68,18 +62,18 @@ class LaiEmulator(Emulator):
         return lai_channels()
 
     @classmethod
-    def build_model(cls, meta: dict) -> NonNegative:
+    def build_model(cls, meta: dict) -> UNet:
         arch = meta["architecture"]
-        return NonNegative(UNet(arch["in_channels"], arch["out_channels"], tuple(arch["widths"])))
+        return UNet(arch["in_channels"], arch["out_channels"], tuple(arch["widths"]))
 
     def inputs(self, class_fractions: np.ndarray, drivers: np.ndarray, day_of_year: float) -> np.ndarray:
         """Normalised network input (C, H, W) float32."""
         return self.normalise(lai_features(class_fractions, drivers, day_of_year))
 
     @staticmethod
-    def postprocess(output: torch.Tensor) -> torch.Tensor:
-        """The network already returns LAI (B, 1, h, w) in m2 m-2."""
-        return output
+    def finish(raw: np.ndarray) -> np.ndarray:
+        """LAI (1, H, W) in m2 m-2 from the blended network output: softplus, in float64 numpy."""
+        return np.logaddexp(0.0, raw.astype(np.float64))
 
     @staticmethod
     def apply_mask(lai: np.ndarray, land_mask: np.ndarray) -> np.ndarray:

@@ -113,9 +113,11 @@ class LandUseEmulator(Emulator):
         return torch.softmax(logits, dim=1)
 
     @staticmethod
-    def postprocess(output: torch.Tensor) -> torch.Tensor:
-        """Tiles are blended as probabilities."""
-        return LandUseEmulator.probabilities(output)
+    def finish(logits: np.ndarray) -> np.ndarray:
+        """Class probabilities (8, H, W) from blended logits: softmax in float64 numpy."""
+        z = logits.astype(np.float64)
+        z = np.exp(z - z.max(axis=0, keepdims=True))
+        return z / z.sum(axis=0, keepdims=True)
 
     @staticmethod
     def apply_mask(probs: np.ndarray, land_mask: np.ndarray) -> np.ndarray:

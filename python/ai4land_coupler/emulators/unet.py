@@ -1,4 +1,9 @@
-"""A compact U-Net: three 2× poolings (tiles must be multiples of 8), GroupNorm, SiLU."""
+"""A compact U-Net: three 2× poolings (tiles must be multiples of 8), GroupNorm, leaky ReLU.
+
+Every operation gives the same bits for any torch thread count (no transcendental elementwise
+functions, whose vector and scalar code paths round differently at thread-chunk edges), so the
+coupled output does not depend on how many ranks and threads run it.
+"""
 from __future__ import annotations
 
 import torch
@@ -12,9 +17,27 @@ def _norm(channels: int) -> nn.GroupNorm:
 class DoubleConv(nn.Sequential):
     def __init__(self, c_in: int, c_out: int):
         super().__init__(
-            nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), _norm(c_out), nn.SiLU(),
-            nn.Conv2d(c_out, c_out, 3, padding=1, bias=False), _norm(c_out), nn.SiLU(),
+            nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), _norm(c_out), nn.LeakyReLU(0.1),
+            nn.Conv2d(c_out, c_out, 3, padding=1, bias=False), _norm(c_out), nn.LeakyReLU(0.1),
         )
+
+
+class FixedOrderHead(nn.Conv2d):
+    """1×1 convolution summed over input channels in a fixed order.
+
+    The library 1×1 path changes its summation with the torch thread count, and so the bits; this
+    keeps the output identical for any thread count (the weights are those of an ``nn.Conv2d``).
+    """
+
+    def __init__(self, c_in: int, c_out: int):
+        super().__init__(c_in, c_out, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.weight[:, :, 0, 0]
+        y = self.bias.view(1, -1, 1, 1) + w[:, 0].view(1, -1, 1, 1) * x[:, 0:1]
+        for k in range(1, x.shape[1]):
+            y = y + w[:, k].view(1, -1, 1, 1) * x[:, k:k + 1]
+        return y
 
 
 class UNet(nn.Module):
@@ -39,7 +62,7 @@ class UNet(nn.Module):
             self.up.append(nn.ConvTranspose2d(c, w, 2, stride=2))
             self.merge.append(DoubleConv(2 * w, w))
             c = w
-        self.head = nn.Conv2d(c, out_channels, 1)
+        self.head = FixedOrderHead(c, out_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]

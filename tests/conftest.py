@@ -29,6 +29,8 @@ def run_mpi(n: int, argv: list[str], cwd, timeout: int = 300, env_extra=None) ->
 def world_dir() -> Path:
     """The default synthetic world (seed 0), made by the setup's `ai4land make-data` if missing."""
     if not (WORLD / "lai_monthly.nc").exists():
+        if int(os.environ.get("OMPI_COMM_WORLD_SIZE", "1")) > 1:
+            pytest.fail(f"{WORLD} is missing: run `ai4land make-data --out {WORLD}` before the MPI tests")
         from ai4land_coupler.world import make_world
 
         make_world(WORLD, seed=0)

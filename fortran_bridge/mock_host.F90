@@ -241,9 +241,9 @@ program ai4land_mock_host
   do k = 1, ncls
     call ai4land_level_name(comp, 'landuse_fraction', k, class_names(k), ierr)
     call check_plugin(ierr, 'ai4land_level_name')
-    all_names = all_names // merge(', ', '  ', k > 1) // trim(class_names(k))
+    all_names = all_names // ' ' // trim(class_names(k))
   end do
-  all_names = all_names(3:)
+  all_names = all_names(2:)  ! space-separated, like CF flag_meanings
 
   allocate(lu(me%ni, me%nj, ncls), lai(me%ni, me%nj), work(me%ni, me%nj, 1))
   lu = 0.0_dp

@@ -57,3 +57,14 @@ def test_missing_required_key_missing_group_missing_file_empty_file(tmp_path):
         read_namelist(p)
     with pytest.raises(NamelistError, match="does not exist"):
         read_namelist(tmp_path / "nope.nml")
+
+
+def test_demo_namelist_holds_valid_host_and_plugin_groups(tmp_path, world_dir):
+    from ai4land_coupler.mockhost import read_host_namelist
+
+    text = (REPO / "namelists" / "demo.nml").read_text().replace("'../../data/world'", f"'{world_dir}'")
+    (tmp_path / "demo.nml").write_text(text)
+    cfg = read_namelist(tmp_path / "demo.nml")
+    host = read_host_namelist(str(tmp_path / "demo.nml"))
+    assert (cfg.host_nlat, cfg.host_nlon) == (host.nlat, host.nlon) == (90, 180)
+    assert host.nyears >= 3 and host.step_frequency == "monthly" and cfg.lai_cadence == "monthly"

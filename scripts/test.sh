@@ -8,10 +8,10 @@ source scripts/env.sh
 export OMP_NUM_THREADS=1
 status=0
 echo "== serial tests"
-python -m pytest -q || { rc=$?; [ $rc -eq 5 ] || status=$rc; }
+python -m pytest -q --color=no || { rc=$?; [ $rc -eq 5 ] || status=$rc; }
 for n in 2 3 4; do
   echo "== MPI tests on $n ranks"
-  timeout 900 mpirun -n "$n" python -m pytest -q --with-mpi -m mpi -p no:cacheprovider tests/mpi \
+  timeout 900 mpirun -n "$n" python -m pytest -q --color=no --with-mpi -m mpi -p no:cacheprovider tests/mpi \
     || { rc=$?; [ $rc -eq 5 ] || status=$rc; }
 done
 exit $status

@@ -42,7 +42,7 @@ def main() -> int:
             year = sum(float(m) for m in re.findall(r"steps, ([0-9.]+) s\]", proc.stdout))
             emu = re.search(r"\[ai4land r0\].*time in emulators: landuse ([0-9.]+) s, lai ([0-9.]+) s", proc.stderr)
             rows.append((n, wall, year, *(map(float, emu.groups()) if emu else (float("nan"),) * 2)))
-    print(f"| ranks | mpirun wall (s) | model years (s) | rank 0 land use (s) | rank 0 LAI (s) |")
+    print("| ranks | mpirun wall (s) | model years (s) | rank 0 land use (s) | rank 0 LAI (s) |")
     print("| ---: | ---: | ---: | ---: | ---: |")
     for n, wall, year, lu, lai in rows:
         print(f"| {n} | {wall:.1f} | {year:.1f} | {lu:.1f} | {lai:.1f} |")

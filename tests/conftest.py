@@ -37,6 +37,37 @@ def world_dir() -> Path:
     return WORLD
 
 
+def run_lifecycle(comm, namelist, partition, steps, nlat=90, nlon=180, drivers=None) -> dict:
+    """Drive a Component through init..finalize; returns {(step, field): values in global cell order}.
+
+    Collective: every rank gets the whole field, gathered from all ranks' local cells.
+    """
+    import numpy as np
+
+    from ai4land_coupler.comm import as_communicator
+    from ai4land_coupler.component import Component
+
+    comm = as_communicator(comm)
+    c = Component()
+    c.init(comm, namelist)
+    c.def_partition(partition)
+    c.enddef()
+    cells = partition.global_indices(nlat, nlon)
+    out = {}
+    for when in steps:
+        for name, values in (drivers(cells) if drivers else {}).items():
+            c.put(name, values)
+        for name in sorted(c.step(when)):
+            local = np.zeros((len(c.field_levels(name)), c.local_size))
+            c.get(name, local)
+            full = np.full((local.shape[0], nlat * nlon), np.nan)
+            for idx, vals in comm.allgather((cells, local)):
+                full[:, idx] = vals
+            out[(when, name)] = full
+    c.finalize()
+    return out
+
+
 def write_namelist(path: Path, world: Path, **overrides) -> Path:
     """A plugin namelist for the default world on a 2-degree host grid, with overrides."""
     values = {"host_nlat": 90, "host_nlon": 180, "input_dir": f"'{world}'", **overrides}

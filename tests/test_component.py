@@ -5,33 +5,13 @@ import pytest
 from ai4land_coupler.component import Component
 from ai4land_coupler.errors import ArgumentError, CallOrderError, ClockError
 from ai4land_coupler.partition import Box, Points
-from conftest import write_namelist
+from conftest import run_lifecycle, write_namelist
 
 NLAT, NLON = 90, 180
 
 
 def run_component(namelist, partition, steps, drivers=None):
-    """Run the lifecycle; returns {(step, field): values in global cell order}."""
-    c = Component()
-    c.init(None, namelist)
-    c.def_partition(partition)
-    c.enddef()
-    cells = partition.global_indices(NLAT, NLON)
-    out = {}
-    for when in steps:
-        if drivers:
-            for name, values in drivers(cells).items():
-                c.put(name, values)
-        changed = c.step(when)
-        for name in sorted(changed):
-            nlev = len(c.field_levels(name))
-            local = np.zeros((nlev, c.local_size))
-            c.get(name, local)
-            full = np.full((nlev, NLAT * NLON), np.nan)
-            full[:, cells] = local
-            out[(when, name)] = full
-    c.finalize()
-    return out
+    return run_lifecycle(None, namelist, partition, steps, NLAT, NLON, drivers)
 
 
 STEPS = [(2031, 1, 1, 0), (2031, 1, 16, 0), (2031, 7, 1, 0)]

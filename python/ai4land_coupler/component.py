@@ -22,7 +22,6 @@ from .partition import Box, Points, validate_cover
 from .runtime import RankRuntime, plan_runtime, setup_logging
 
 DRIVERS = ("tas", "pr", "rsds")  # fields the host may put: monthly means on its cells
-DRIVER_UNITS = {"tas": "K", "pr": "kg m-2 s-1", "rsds": "W m-2"}
 
 
 class State(Enum):
@@ -52,6 +51,7 @@ class Component:
         self._require(State.NEW, call="init")
         from .datasets import WorldData
         from .emulators import LANDUSE_CLASSES, load_emulator
+        from .emulators.landuse import one_hot_classes
 
         self.comm = as_communicator(comm)
         self.config = cfg = read_namelist(namelist_path)
@@ -69,6 +69,7 @@ class Component:
                                 f"emulator grid {self.fine_grid.nlat}x{self.fine_grid.nlon}: {exc}") from exc
         self.class_codes = np.array([c for c, _ in LANDUSE_CLASSES], dtype=np.uint8)
         self.class_names = [n for _, n in LANDUSE_CLASSES]
+        self._onehot = one_hot_classes
         dev = self.runtime.device
         self.landuse_emulator = load_emulator("landuse", cfg.landuse_emulator, dev) if cfg.do_dynamic_landuse else None
         self.lai_emulator = load_emulator("lai", cfg.lai_emulator, dev) if cfg.do_dynamic_lai else None
@@ -233,9 +234,6 @@ class Component:
         self._fields["landuse_fraction"] = self._to_host(probs)
         if self.history is not None:
             self.history.write_landuse(events.date, self.fine_map)
-
-    def _onehot(self, fine_map: np.ndarray) -> np.ndarray:
-        return (fine_map[None, :, :] == self.class_codes[:, None, None]).astype(np.float32)
 
     def _drivers(self, events: Events) -> np.ndarray:
         """Fine (3, H, W) drivers for the LAI period: the host's puts downscaled, else the input files."""

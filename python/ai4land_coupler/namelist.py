@@ -122,7 +122,7 @@ def read_namelist(path: str | Path) -> Config:
 
 def render_reference() -> str:
     """Markdown table of every key: the namelist reference in docs/namelist.md."""
-    lines = [f"| key | type | default | allowed | meaning |", "| --- | --- | --- | --- | --- |"]
+    lines = ["| key | type | default | allowed | meaning |", "| --- | --- | --- | --- | --- |"]
     for f in fields(Config):
         m = f.metadata
         t = f.type if isinstance(f.type, str) else f.type.__name__

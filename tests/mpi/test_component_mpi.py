@@ -6,10 +6,9 @@ import numpy as np
 import pytest
 
 from ai4land_coupler.comm import MPIComm, SerialComm
-from ai4land_coupler.component import Component
 from ai4land_coupler.mockhost import decompose
 from ai4land_coupler.partition import Box, Points
-from conftest import write_namelist
+from conftest import run_lifecycle, write_namelist
 
 NLAT, NLON = 90, 180
 STEPS = [(2031, 1, 1, 0), (2031, 2, 1, 0)]
@@ -17,23 +16,8 @@ STEPS = [(2031, 1, 1, 0), (2031, 2, 1, 0)]
 
 def global_hashes(comm, namelist, partition):
     """sha256 of every field produced, in global cell order, gathered from all ranks."""
-    c = Component()
-    c.init(comm, namelist)
-    c.def_partition(partition)
-    c.enddef()
-    cells = partition.global_indices(NLAT, NLON)
-    hashes = {}
-    for when in STEPS:
-        for name in sorted(c.step(when)):
-            nlev = len(c.field_levels(name))
-            local = np.zeros((nlev, c.local_size))
-            c.get(name, local)
-            full = np.zeros((nlev, NLAT * NLON))
-            for idx, vals in comm.allgather((cells, local)):
-                full[:, idx] = vals
-            hashes[(when, name)] = hashlib.sha256(full.tobytes()).hexdigest()
-    c.finalize()
-    return hashes
+    fields = run_lifecycle(comm, namelist, partition, STEPS, NLAT, NLON)
+    return {key: hashlib.sha256(values.tobytes()).hexdigest() for key, values in fields.items()}
 
 
 @pytest.fixture(scope="module")

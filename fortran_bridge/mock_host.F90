@@ -181,12 +181,12 @@ program ai4land_mock_host
   character(len=1024) :: nml_path, iomsg
   character(len=name_len), allocatable :: class_names(:)
   real(dp), allocatable :: lat(:), lon(:), lu(:, :, :), lu_global(:, :, :), lai_global(:, :, :), &
-                           weight(:, :), work(:, :, :)
+                           weight(:, :), work(:, :, :), unc(:, :, :), unc_global(:, :, :)
   real(4), allocatable :: lai(:, :)
   real(dp) :: lai_sum, lai_wsum, lai_min, lai_max, t0
   logical :: have_lu, daily
   integer :: ncid, dim_lon, dim_lat, dim_cls, dim_year, dim_time, dim_char
-  integer :: var_lon, var_lat, var_year, var_time, var_cls, var_lu, var_lai
+  integer :: var_lon, var_lat, var_year, var_time, var_cls, var_lu, var_lai, var_unc
   character(len=:), allocatable :: summary, all_names
   character(len=32) :: num
 
@@ -245,11 +245,12 @@ program ai4land_mock_host
   end do
   all_names = all_names(2:)  ! space-separated, like CF flag_meanings
 
-  allocate(lu(me%ni, me%nj, ncls), lai(me%ni, me%nj), work(me%ni, me%nj, 1))
+  allocate(lu(me%ni, me%nj, ncls), lai(me%ni, me%nj), work(me%ni, me%nj, 1), unc(me%ni, me%nj, 1))
   lu = 0.0_dp
+  unc = 0.0_dp
   lai = 0.0
   if (rank == 0) then
-    allocate(lu_global(nlon, nlat, ncls), lai_global(nlon, nlat, 1), weight(nlon, nlat))
+    allocate(lu_global(nlon, nlat, ncls), lai_global(nlon, nlat, 1), unc_global(nlon, nlat, 1), weight(nlon, nlat))
     do j = 1, nlat
       weight(:, j) = cos((-90.0_dp + (j - 0.5_dp) * 180.0_dp / nlat) * deg)
     end do
@@ -258,7 +259,7 @@ program ai4land_mock_host
     write(output_unit, '(a,i0,a,i0,a,i0,a,i0,a,i0,4a)') 'mock host: ', nlat, ' x ', nlon, ' grid on ', &
       nranks, ' ranks (', dims(1), ' x ', dims(2), ' boxes), ', trim(step_frequency), ' steps; classes: ', all_names
   else
-    allocate(lu_global(1, 1, ncls), lai_global(1, 1, 1), weight(1, 1))
+    allocate(lu_global(1, 1, ncls), lai_global(1, 1, 1), unc_global(1, 1, 1), weight(1, 1))
   end if
 
   ! ---- time loop (noleap calendar)
@@ -284,6 +285,10 @@ program ai4land_mock_host
           call check_plugin(ierr, "ai4land_get('landuse_fraction')")
           have_lu = .true.
         end if
+        if (iand(changed, AI4LAND_CHANGED_UNCERTAINTY) /= 0) then
+          call ai4land_get(comp, 'landuse_uncertainty', unc, ierr)
+          call check_plugin(ierr, "ai4land_get('landuse_uncertainty')")
+        end if
         if (iand(changed, AI4LAND_CHANGED_LAI) /= 0) then
           call ai4land_get(comp, 'lai', lai, ierr)
           call check_plugin(ierr, "ai4land_get('lai')")
@@ -301,6 +306,7 @@ program ai4land_mock_host
       end do
     end do
     if (have_lu) call gather_boxes(comm, boxes, lu, lu_global)
+    if (have_lu) call gather_boxes(comm, boxes, unc, unc_global)
     if (rank == 0) call year_summary()
   end do
 
@@ -347,6 +353,12 @@ contains
     call check_nc(nf90_put_att(ncid, var_lu, 'units', '1'), 'att')
     call check_nc(nf90_put_att(ncid, var_lu, 'class_names', all_names), 'att')
     call check_nc(nf90_put_att(ncid, var_lu, '_FillValue', NF90_FILL_DOUBLE), 'att')
+    call check_nc(nf90_def_var(ncid, 'landuse_uncertainty', NF90_DOUBLE, [dim_lon, dim_lat, dim_year], var_unc), &
+                  'def_var landuse_uncertainty')
+    call check_nc(nf90_put_att(ncid, var_unc, 'long_name', &
+                  'land-use predictive uncertainty: class-probability entropy / log(7), mean over the land'), 'att')
+    call check_nc(nf90_put_att(ncid, var_unc, 'units', '1'), 'att')
+    call check_nc(nf90_put_att(ncid, var_unc, '_FillValue', NF90_FILL_DOUBLE), 'att')
     call check_nc(nf90_def_var(ncid, 'lai', NF90_FLOAT, [dim_lon, dim_lat, dim_time], var_lai), 'def_var lai')
     call check_nc(nf90_put_att(ncid, var_lai, 'standard_name', 'leaf_area_index'), 'att')
     call check_nc(nf90_put_att(ncid, var_lai, 'units', '1'), 'att')
@@ -382,6 +394,8 @@ contains
     if (have_lu) then
       call check_nc(nf90_put_var(ncid, var_lu, lu_global, start=[1, 1, 1, iyear], &
                                  count=[nlon, nlat, ncls, 1]), 'put landuse_fraction')
+      call check_nc(nf90_put_var(ncid, var_unc, unc_global(:, :, 1), start=[1, 1, iyear], &
+                                 count=[nlon, nlat, 1]), 'put landuse_uncertainty')
       do k = 1, ncls
         write(num, '(f6.4)') sum(weight * lu_global(:, :, k))
         summary = summary // ' ' // underscored(class_names(k)) // ' ' // trim(num)

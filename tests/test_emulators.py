@@ -12,7 +12,9 @@ import torch
 from ai4land_coupler.datasets import CLASS_CODES, STATIC_NAMES, WorldData, sha256_file
 from ai4land_coupler.emulators import (LANDUSE_CLASSES, SHIPPED, WEIGHTS_DIR, LaiEmulator, LandUseEmulator, UNet,
                                        load_emulator)
+from ai4land_coupler.emulators.landuse import group_shares
 from ai4land_coupler.errors import EmulatorError
+from ai4land_coupler.grids import LatLonGrid, block_sum
 from ai4land_coupler.training import evaluate_lai, evaluate_landuse, main_train, train_landuse
 from ai4land_coupler.world import make_world
 
@@ -48,8 +50,9 @@ def test_landuse_inputs_probabilities_and_mask():
     prev = rng.choice(CLASS_CODES, size=(h, w)).astype(np.uint8)
     scenario = np.repeat(np.repeat(rng.random((5, 4, 6)) / 5, 4, axis=1), 4, axis=2).astype(np.float32)
     static = {n: rng.random((h, w)).astype(np.float32) for n in STATIC_NAMES}
-    x = emu.inputs(scenario, static, prev)
-    assert x.shape == (emu.in_channels, h, w) == (25, h, w) and x.dtype == np.float32
+    area = np.ones((h, w))
+    x = emu.inputs(scenario, static, prev, area)
+    assert x.shape == (emu.in_channels, h, w) == (20 + len(STATIC_NAMES), h, w) and x.dtype == np.float32
     assert emu.channels[5] == "demand_forest" and emu.channels[-1] == "previous_water"
     logits = emu.model(torch.from_numpy(x)[None])
     probs = emu.probabilities(logits)
@@ -61,34 +64,75 @@ def test_landuse_inputs_probabilities_and_mask():
     np.testing.assert_allclose(masked.sum(0), 1.0, rtol=1e-5)
     assert np.all(masked[0][~land] == 1.0) and np.all(masked[0][land] == 0.0)
     with pytest.raises(EmulatorError, match="block|constant"):
-        emu.inputs(scenario + rng.random((5, h, w)).astype(np.float32) * 0.01, static, prev)
-    with pytest.raises(EmulatorError, match="99"):
-        emu.inputs(scenario, static, np.full((h, w), 99, np.uint8))
+        emu.inputs(scenario + rng.random((5, h, w)).astype(np.float32) * 0.01, static, prev, area)
+    with pytest.raises(EmulatorError, match="98"):
+        emu.inputs(scenario, static, np.full((h, w), 98, np.uint8), area)
+    # no data (99) in the previous map: an all-zero one-hot, and no share of any group
+    nodata = prev.copy()
+    nodata[:4, :4] = 99
+    x = emu.inputs(scenario, static, nodata, area)
+    previous = [emu.channels.index(f"previous_{name}") for _, name in LANDUSE_CLASSES]
+    assert np.all(x[previous][:, :4, :4] == 0.0) and np.all(x[previous][:, 4:, 4:].sum(axis=0) == 1.0)
+
+
+def _polar_cells(h: int, w: int) -> np.ndarray:
+    """Pixel areas of a 2.5-degree grid from 45N to 85N: they shrink five-fold across it."""
+    return LatLonGrid(h, w, lat0=45.0, lon0=0.0, dlat=2.5, dlon=2.5).cell_area_weights()
 
 
 def test_conserve_makes_every_coarse_cell_hold_the_scenario_exactly():
+    """The projection: area-weighted group shares of each coarse cell equal the scenario's."""
     emu = _landuse()
     rng = np.random.default_rng(1)
     h, w, k = 16, 24, 4
+    area = _polar_cells(h, w)
     land = rng.random((h, w)) > 0.3
     land[:4, :4] = False  # an all-ocean cell
     water = land & (rng.random((h, w)) > 0.9)
     logits = torch.from_numpy(rng.normal(size=(1, 8, h, w)).astype(np.float32) * 3)
     probs = emu.apply_mask(emu.probabilities(logits)[0].numpy(), land)
-    # A scenario consistent with the land: random group shares of the non-water land of each cell.
-    non_water = (land & ~water).reshape(h // k, k, w // k, k).mean(axis=(1, 3))
+    # A scenario consistent with the land: random group shares of the non-water land area of each cell.
+    non_water = block_sum((land & ~water) * area, k) / block_sum(area, k)
     split = rng.dirichlet(np.ones(5), size=non_water.shape).transpose(2, 0, 1)
     split[:, rng.random(non_water.shape) > 0.5] *= np.array([1, 0, 1, 0, 1.0])[:, None]  # some groups absent
     split /= split.sum(axis=0)
     scenario = np.repeat(np.repeat(split * non_water, k, axis=1), k, axis=2).astype(np.float32)
-    out = emu.conserve(probs, scenario, land)
-    assert out.shape == probs.shape and out.min() >= 0.0
-    np.testing.assert_allclose(out.sum(axis=0), 1.0, atol=1e-6)
+    before = np.abs(group_shares(probs, area, k) - scenario[:, ::k, ::k]).max()
+    out = emu.conserve(probs, scenario, land, area)
+    assert out.dtype == np.float64 and out.shape == probs.shape and out.min() >= 0.0
+    np.testing.assert_allclose(out.sum(axis=0), 1.0, atol=1e-12)
     np.testing.assert_array_equal(out[:, ~land], probs[:, ~land])
-    groups = {0: [4], 1: [5, 6], 2: [1], 3: [2], 4: [3]}  # group → class levels
+    after = np.abs(group_shares(out, area, k) - scenario[:, ::k, ::k]).max()
+    assert before > 0.05 and after < 1e-7  # float32 scenarios may ask for a hair more than the land
+    groups = {0: [4], 1: [5, 6], 2: [1], 3: [2], 4: [3]}  # group → class levels, by hand
     for g, levels in groups.items():
-        share = out[levels].sum(axis=0).reshape(h // k, k, w // k, k).mean(axis=(1, 3))
+        share = block_sum(out[levels].sum(axis=0) * land * area, k) / block_sum(area, k)
         np.testing.assert_allclose(share, scenario[g, ::k, ::k], atol=1e-6)
+    # Pixel counts are not area: the unweighted shares miss the scenario.
+    unweighted = out[[4]].sum(axis=0).reshape(h // k, k, w // k, k).mean(axis=(1, 3))
+    assert np.abs(unweighted - scenario[0, ::k, ::k]).max() > 1e-3
+
+
+def test_conserve_scales_a_scenario_larger_than_the_land_down_to_fit():
+    emu = _landuse()
+    h = w = k = 4
+    land = np.zeros((h, w), dtype=bool)
+    land[:2] = True  # half of the cell is land ...
+    probs = emu.apply_mask(np.full((8, h, w), 1 / 8), land)
+    scenario = np.zeros((5, h, w), dtype=np.float32)
+    scenario[0], scenario[3] = 0.6, 0.2  # ... the scenario asks for 80 % forest + cropland
+    out = emu.conserve(probs, scenario, land, np.ones((h, w)))
+    np.testing.assert_allclose(group_shares(out, np.ones((h, w)), k)[[0, 3], 0, 0], [0.375, 0.125], atol=1e-12)
+
+
+def test_uncertainty_is_the_normalised_entropy():
+    probs = np.zeros((8, 1, 3))
+    probs[4, 0, 0] = 1.0  # certain
+    probs[1:, 0, 1] = 1 / 7  # uniform over the land classes
+    probs[[2, 4], 0, 2] = 0.5  # two classes
+    u = LandUseEmulator.uncertainty(probs, np.array([[True, True, True]]))
+    np.testing.assert_allclose(u[0], [0.0, 1.0, np.log(2) / np.log(7)], atol=1e-12)
+    assert LandUseEmulator.uncertainty(probs, np.zeros((1, 3), bool)).max() == 0.0
 
 
 def test_lai_is_non_negative_by_construction_and_masked_over_ocean():

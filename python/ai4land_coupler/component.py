@@ -22,6 +22,8 @@ from .partition import Box, Points, validate_cover
 from .runtime import RankRuntime, plan_runtime, setup_logging
 
 DRIVERS = ("tas", "pr", "rsds")  # fields the host may put: monthly means on its cells
+OUTPUTS = ("landuse_fraction", "landuse_uncertainty", "lai")  # fields the host may get
+CONSERVATION_TOLERANCE = 1e-6  # largest |emulated − scenario| group share per coarse cell
 
 
 class State(Enum):
@@ -59,6 +61,7 @@ class Component:
         self.runtime: RankRuntime = plan_runtime(self.comm, cfg.device, cfg.torch_threads, cfg.inference_ranks)
         self.world = WorldData.open(cfg.input_path)
         self.fine_grid: LatLonGrid = self.world.fine_grid
+        self.fine_area = self.fine_grid.cell_area_weights()
         self.host_grid = LatLonGrid(cfg.host_nlat, cfg.host_nlon, self.fine_grid.lat0, self.fine_grid.lon0,
                                     self.fine_grid.dlat * self.fine_grid.nlat / cfg.host_nlat,
                                     self.fine_grid.dlon * self.fine_grid.nlon / cfg.host_nlon)
@@ -108,9 +111,9 @@ class Component:
     def field_levels(self, name: str) -> list[str]:
         if name == "landuse_fraction":
             return list(self.class_names)
-        if name in ("lai",) + DRIVERS:
+        if name in OUTPUTS + DRIVERS:
             return [name]
-        raise ArgumentError(f"unknown field '{name}'; known: landuse_fraction, lai (get), {', '.join(DRIVERS)} (put)")
+        raise ArgumentError(f"unknown field '{name}'; known: {', '.join(OUTPUTS)} (get), {', '.join(DRIVERS)} (put)")
 
     def put(self, name: str, values) -> None:
         self._require(State.RUNNING, call="put")
@@ -127,7 +130,7 @@ class Component:
         changed: set[str] = set()
         if events.new_year:
             self._advance_landuse(events)
-            changed.add("landuse_fraction")
+            changed.update(("landuse_fraction", "landuse_uncertainty"))
         if events.new_lai_period and self.config.do_dynamic_lai:
             self._advance_lai(events)
             changed.add("lai")
@@ -137,8 +140,8 @@ class Component:
     def get(self, name: str, out) -> None:
         self._require(State.RUNNING, call="get")
         nlev = len(self.field_levels(name))
-        if name not in ("landuse_fraction", "lai"):
-            raise ArgumentError(f"cannot get field '{name}'; available: landuse_fraction, lai")
+        if name not in OUTPUTS:
+            raise ArgumentError(f"cannot get field '{name}'; available: {', '.join(OUTPUTS)}")
         if name not in self._fields:
             raise CallOrderError(f"get('{name}') before any step() produced it")
         view = self._check_host_array(name, out, nlev)
@@ -216,24 +219,51 @@ class Component:
         return self.world.lulc(first)
 
     def _advance_landuse(self, events: Events) -> None:
-        """New land use: host fractions are the area-weighted conserved class probabilities; the
-        fine map (next year's prior and the history) is their most likely class."""
+        """New land use: host fractions are the area-weighted means of the class probabilities
+        after the projection onto the scenario (:meth:`LandUseEmulator.conserve`); the fine map
+        (next year's prior and the history) is their most likely class; the uncertainty is the
+        normalised entropy of the probabilities, averaged over the land of each host cell."""
         year = events.date.year
         if self.fine_map is None:
             self.fine_map = self._initial_map(year)
+        land = self.world.land_mask
         if self.config.do_dynamic_landuse:
             t0 = time.perf_counter()
             em = self.landuse_emulator
             scenario = self.world.scenario_groups_fine(year)
-            probs = em.finish(self._predict(em, em.inputs(scenario, self.world.static, self.fine_map)))
-            probs = em.conserve(em.apply_mask(probs, self.world.land_mask), scenario, self.world.land_mask)
+            probs = em.finish(self._predict(em, em.inputs(scenario, self.world.static, self.fine_map, self.fine_area)))
+            probs = em.conserve(em.apply_mask(probs, land), scenario, land, self.fine_area)
+            self._check_conservation(year, probs, scenario)
             self.fine_map = self.class_codes[np.argmax(probs, axis=0)]
+            uncertainty = em.uncertainty(probs, land)
             self.timings["landuse"] = self.timings.get("landuse", 0.0) + time.perf_counter() - t0
         else:
             probs = self._onehot(self.fine_map)
+            uncertainty = np.zeros(land.shape)
         self._fields["landuse_fraction"] = self._to_host(probs)
+        land_share = self._to_host(land[None].astype(np.float64))
+        self._fields["landuse_uncertainty"] = np.where(
+            land_share > 0, self._to_host((uncertainty * land)[None]) / np.where(land_share > 0, land_share, 1.0), 0.0)
         if self.history is not None:
-            self.history.write_landuse(events.date, self.fine_map)
+            self.history.write_landuse(events.date, self.fine_map, uncertainty)
+
+    def _check_conservation(self, year: int, probs: np.ndarray, scenario: np.ndarray) -> None:
+        """The projection's guarantee, verified every year: emulated group shares = scenario."""
+        from .emulators.landuse import group_shares
+
+        k = self.world.factor
+        emulated = group_shares(probs, self.fine_area, k)
+        wanted = scenario[:, ::k, ::k].astype(np.float64)
+        land_share = area_weighted_block_mean(self.world.land_mask.astype(np.float64), self.fine_grid, k)
+        feasible = wanted.sum(axis=0) <= land_share + 1e-9
+        error = np.abs(emulated - wanted)[:, feasible]
+        worst = float(error.max()) if error.size else 0.0
+        if worst > CONSERVATION_TOLERANCE:
+            raise EmulatorError(f"year {year}: land use breaks the scenario by {worst:.3g} (> {CONSERVATION_TOLERANCE}) "
+                                f"in a coarse cell")
+        self.log.info("year %d: scenario conserved to %.1e in %d coarse cells%s", year, worst, int(feasible.sum()),
+                      "" if feasible.all() else f"; {int((~feasible).sum())} cells ask for more than their land "
+                                                f"and were scaled down to fit")
 
     def _drivers(self, events: Events) -> np.ndarray:
         """Fine (3, H, W) drivers for the LAI period: the host's puts downscaled, else the input files."""

@@ -32,8 +32,9 @@ STATUS_CODES: tuple[StatusCode, ...] = (
 CODE = {s.name: s.value for s in STATUS_CODES}
 
 # Bit flags returned by ``step``: which fields got new values at this step.
-CHANGED_FLAGS: dict[str, int] = {"landuse_fraction": 1, "lai": 2}
-CHANGED_FLAG_NAMES = {"landuse_fraction": "AI4LAND_CHANGED_LANDUSE", "lai": "AI4LAND_CHANGED_LAI"}
+CHANGED_FLAGS: dict[str, int] = {"landuse_fraction": 1, "lai": 2, "landuse_uncertainty": 4}
+CHANGED_FLAG_NAMES = {"landuse_fraction": "AI4LAND_CHANGED_LANDUSE", "lai": "AI4LAND_CHANGED_LAI",
+                      "landuse_uncertainty": "AI4LAND_CHANGED_UNCERTAINTY"}
 
 
 class Ai4LandError(Exception):

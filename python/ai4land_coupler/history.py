@@ -51,21 +51,27 @@ class FineHistory:
         lu.flag_values = np.array([c for c, _ in classes], dtype=np.uint8)
         lu.flag_meanings = " ".join(n for _, n in classes)
         lu.coordinates = "year_time lat lon"
+        unc = ds.createVariable("landuse_uncertainty", "f4", ("year_time", "lat", "lon"), zlib=True, complevel=1)
+        unc.long_name = "land-use predictive uncertainty: class-probability entropy / log(7)"
+        unc.units = "1"
+        unc.valid_range = np.array([0.0, 1.0], dtype=np.float32)
+        unc.coordinates = "year_time lat lon"
         lai = ds.createVariable("lai", "f4", ("time", "lat", "lon"), zlib=True, complevel=1)
         lai.standard_name, lai.units, lai.long_name = "leaf_area_index", "1", "leaf area index (m2 m-2)"
         lai.cell_methods = "time: mean"
 
-    def _append(self, var: str, dim: str, date: cftime.datetime, values: np.ndarray) -> None:
+    def _append(self, dim: str, date: cftime.datetime, values: dict[str, np.ndarray]) -> None:
         n = self.ds.dimensions[dim].size
         self.ds[dim][n] = cftime.date2num(date, TIME_UNITS, calendar=self.calendar)
-        self.ds[var][n] = values
+        for var, v in values.items():
+            self.ds[var][n] = v
         self.ds.sync()
 
-    def write_landuse(self, date, fine_map: np.ndarray) -> None:
-        self._append("lulc", "year_time", date, fine_map)
+    def write_landuse(self, date, fine_map: np.ndarray, uncertainty: np.ndarray) -> None:
+        self._append("year_time", date, {"lulc": fine_map, "landuse_uncertainty": uncertainty})
 
     def write_lai(self, date, lai: np.ndarray) -> None:
-        self._append("lai", "time", date, lai)
+        self._append("time", date, {"lai": lai})
 
     def close(self) -> None:
         if self.ds.isopen():

@@ -3,7 +3,15 @@
 The lattice depends only on the fine grid and the tile settings, never on the host's
 decomposition. Tiles are grouped into batches of fixed composition, batches are shared
 round-robin over the inference ranks, and every rank blends all tiles in tile order with
-Gaussian weights. So the result is the same bits for any number of host or inference ranks.
+Gaussian weights (σ = tile/8, as MONAI and nnU-Net). So the result is the same bits for any
+number of host or inference ranks.
+
+Tiles start at multiples of the step, itself a multiple of the U-Net's 8× downsampling, so every
+tile pools on the same pixel phase as a whole-field pass; the field is padded at its far edges
+(wrapped in longitude on a global grid, replicated otherwise) so that the last tile fits. A tile's
+prediction then equals the whole-field one wherever the tile holds the pixel's whole receptive
+field, and blending only mixes in the cut edges of tiles at small Gaussian weight
+(``tests/test_inference.py`` measures this seam).
 """
 from __future__ import annotations
 
@@ -30,16 +38,19 @@ class TileLattice:
 
 
 def _starts(n: int, tile: int, step: int, wrap: bool) -> tuple[int, ...]:
-    if wrap:
-        return tuple(range(0, n, step))
-    if n <= tile:
-        return (0,)
-    starts = list(range(0, n - tile, step)) + [n - tile]  # last window snapped to the edge
-    return tuple(sorted(set(starts)))
+    """Tile starts 0, step, 2·step, …: around the circle, or until a tile reaches the far edge."""
+    return tuple(range(0, n if wrap else max(n - tile, 0) + step, step))
+
+
+def tile_step(tile: int, overlap: float, alignment: int = 8) -> int:
+    """Distance between tile starts: tile × (1 − overlap), rounded down to a multiple of ``alignment``."""
+    if tile % alignment:
+        raise ValueError(f"tile size {tile} is not a multiple of {alignment}")
+    return max(alignment, int(tile * (1.0 - overlap)) // alignment * alignment)
 
 
 def make_lattice(nlat: int, nlon: int, tile: int, overlap: float, wrap_lon: bool) -> TileLattice:
-    step = max(1, int(round(tile * (1.0 - overlap))))
+    step = tile_step(tile, overlap)
     return TileLattice(nlat, nlon, tile, _starts(nlat, tile, step, False), _starts(nlon, tile, step, wrap_lon), wrap_lon)
 
 
@@ -52,10 +63,10 @@ def gaussian_weights(tile: int) -> np.ndarray:
 
 
 def _pad(field: np.ndarray, lat: TileLattice) -> np.ndarray:
-    """Pad (C,H,W) so that every tile can be cut: longitude wraps (global) or edge-replicates."""
+    """Pad (C,H,W) at its far edges so that every tile can be cut: longitude wraps (global) or edge-replicates."""
     c, h, w = field.shape
-    pad_lat = max(0, lat.tile - h)
-    pad_lon = (max(lat.lon_starts) + lat.tile - w) if lat.wrap_lon else max(0, lat.tile - w)
+    pad_lat = max(lat.lat_starts) + lat.tile - h
+    pad_lon = max(lat.lon_starts) + lat.tile - w
     mode_lon = "wrap" if lat.wrap_lon else "edge"
     out = np.pad(field, ((0, 0), (0, 0), (0, pad_lon)), mode=mode_lon) if pad_lon > 0 else field
     return np.pad(out, ((0, 0), (0, pad_lat), (0, 0)), mode="edge") if pad_lat > 0 else out

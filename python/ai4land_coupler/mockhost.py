@@ -106,7 +106,8 @@ def run(namelist_path: str, comm) -> int:
     classes = plugin.field_levels("landuse_fraction")
     fractions = np.zeros((len(classes), box.nj, box.ni))
     lai = np.zeros((box.nj, box.ni), dtype=np.float32)  # real(4) on the Fortran side too
-    frac_out, lai_out = [], []
+    uncertainty = np.zeros((box.nj, box.ni))
+    frac_out, lai_out, unc_out = [], [], []
 
     def gather(local: np.ndarray) -> np.ndarray | None:
         parts = comm.gather((box, local), root=0)
@@ -131,6 +132,9 @@ def run(namelist_path: str, comm) -> int:
                 if "landuse_fraction" in changed:
                     plugin.get("landuse_fraction", fractions)
                     frac_out.append((year, gather(fractions)))
+                if "landuse_uncertainty" in changed:
+                    plugin.get("landuse_uncertainty", uncertainty)
+                    unc_out.append(gather(uncertainty))
                 if "lai" in changed:
                     plugin.get("lai", lai)
                     lai_out.append(((year, month, day), gather(lai)))
@@ -165,6 +169,10 @@ def run(namelist_path: str, comm) -> int:
             f.long_name, f.units, f.class_names = "land-use class fraction of the host cell", "1", " ".join(classes)
             f.standard_name = "area_fraction"
             f[:] = np.stack([v for _, v in frac_out])
+            u = ds.createVariable("landuse_uncertainty", "f8", ("year", "lat", "lon"))
+            u.long_name = "land-use predictive uncertainty: class-probability entropy / log(7), mean over the land"
+            u.units = "1"
+            u[:] = np.stack(unc_out)
             v = ds.createVariable("lai", "f4", ("time", "lat", "lon"))
             v.standard_name, v.units = "leaf_area_index", "1"
             v[:] = np.stack([v for _, v in lai_out])

@@ -3,12 +3,15 @@
 Input channels (in order, see :func:`landuse_channels`):
 
 * ``scenario_<group>`` (5): LUH2 states of year t through the crosswalk, block-upsampled;
-* ``demand_<group>`` (5): scenario minus the group fractions of the previous map over the same
-  coarse cell, i.e. the net change the coarse cell asks for (in units of 1/k² per pixel);
+* ``demand_<group>`` (5): scenario minus the area-weighted group fractions of the previous map
+  over the same coarse cell, i.e. the net change the coarse cell asks for;
 * ``cell_row`` / ``cell_col`` (2): position of the pixel inside its coarse cell, in (−0.5, 0.5),
   so that the network can tell neighbouring coarse cells apart;
 * the static fields (``meta["static_names"]``);
-* ``previous_<class>`` (8): one-hot of the previous map.
+* ``previous_<class>`` (8): one-hot of the previous map (all zero where it has no data, code 99).
+
+With ``meta["film_names"]`` (the bioclimatic variables by default) those static channels also
+condition every U-Net block through FiLM (:class:`~.unet.FiLM`).
 
 The arrays given to :meth:`LandUseEmulator.inputs` must be aligned to the coarse cells (the
 whole fine grid, or a piece starting and ending on coarse-cell edges).
@@ -18,9 +21,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..datasets import CLASS_CODES, CLASS_INDEX, GROUP_OF_CLASS, LANDUSE_CLASSES, SCENARIO_GROUPS, group_fractions
+from ..datasets import CLASS_CODES, CLASS_INDEX, GROUP_OF_CLASS, LANDUSE_CLASSES, NODATA, SCENARIO_GROUPS
 from ..errors import EmulatorError
-from ..grids import upsample_blocks
+from ..grids import block_sum, upsample_blocks
 from .checkpoint import Emulator
 from .unet import UNet
 
@@ -38,16 +41,26 @@ def landuse_channels(static_names) -> list[str]:
 
 
 def one_hot_classes(codes: np.ndarray) -> np.ndarray:
-    """(8, H, W) float32 one-hot of a map of class codes."""
+    """(8, H, W) float32 one-hot of a map of class codes; all zero where the map has no data (99)."""
     index = CLASS_INDEX[codes]
-    if np.any(index < 0):
-        bad = np.unique(codes[index < 0]).tolist()
+    if np.any((index < 0) & (codes != NODATA)):
+        bad = np.unique(codes[(index < 0) & (codes != NODATA)]).tolist()
         raise EmulatorError(f"class map holds codes {bad} outside {CLASS_CODES.tolist()}")
     return (index[None] == np.arange(len(LANDUSE_CLASSES))[:, None, None]).astype(np.float32)
 
 
-def landuse_features(scenario_fine: np.ndarray, static: dict, prev_map: np.ndarray, factor: int, static_names) -> np.ndarray:
-    """Raw (unnormalised) inputs (C, H, W) float32."""
+def group_shares(class_fractions: np.ndarray, area: np.ndarray, factor: int) -> np.ndarray:
+    """Area-weighted share of each scenario group in each coarse cell, (5, Hc, Wc) float64, from class
+    fractions (8, H, W): a one-hot map or probabilities (ocean, water and no-data count in no group).
+    This is what :meth:`LandUseEmulator.conserve` makes equal to the scenario."""
+    groups = _GROUP_MATRIX[:, :len(SCENARIO_GROUPS)] * (CLASS_CODES != 0)[:, None]
+    mass = np.tensordot(groups.T, np.asarray(class_fractions, dtype=np.float64), axes=1) * area
+    return block_sum(mass, factor) / block_sum(np.asarray(area, dtype=np.float64), factor)
+
+
+def landuse_features(scenario_fine: np.ndarray, static: dict, prev_map: np.ndarray, area: np.ndarray, factor: int,
+                     static_names) -> np.ndarray:
+    """Raw (unnormalised) inputs (C, H, W) float32; ``area``: the pixels' areas (any unit)."""
     scenario_fine = np.asarray(scenario_fine, dtype=np.float32)
     h, w = prev_map.shape
     if scenario_fine.shape != (len(SCENARIO_GROUPS), h, w):
@@ -59,7 +72,9 @@ def landuse_features(scenario_fine: np.ndarray, static: dict, prev_map: np.ndarr
     missing = [n for n in static_names if n not in static]
     if missing:
         raise EmulatorError(f"static fields {missing} are missing (have {sorted(static)})")
-    previous = upsample_blocks(group_fractions(prev_map, factor), factor)
+    if np.shape(area) != (h, w):
+        raise EmulatorError(f"area has shape {np.shape(area)}, expected {(h, w)}")
+    previous = upsample_blocks(group_shares(one_hot_classes(prev_map), area, factor), factor)
     row, col = ((np.arange(n) % factor + 0.5) / factor - 0.5 for n in (h, w))
     position = np.stack(np.meshgrid(row, col, indexing="ij")).astype(np.float32)
     return np.concatenate([
@@ -76,13 +91,17 @@ class LandUseEmulator(Emulator):
     classes = LANDUSE_CLASSES
 
     @classmethod
-    def create(cls, *, static_names, coarse_factor: int, fine_resolution_deg: float, mean, std,
+    def create(cls, *, static_names, film_names=(), coarse_factor: int, fine_resolution_deg: float, mean, std,
                widths=(16, 32, 64, 96), tile_size: int = 64) -> "LandUseEmulator":
         channels = landuse_channels(static_names)
+        unknown = [n for n in film_names if n not in static_names]
+        if unknown:
+            raise EmulatorError(f"FiLM conditioning fields {unknown} are not among the static fields {list(static_names)}")
         meta = {
             "kind": cls.kind,
             "architecture": {"name": "unet", "in_channels": len(channels), "out_channels": len(LANDUSE_CLASSES),
-                             "widths": list(widths), "output": "logits"},
+                             "widths": list(widths), "output": "logits", "norm": "batch",
+                             "film_names": list(film_names)},
             "classes": [[code, name] for code, name in LANDUSE_CLASSES],
             "channels": channels,
             "static_names": list(static_names),
@@ -100,11 +119,18 @@ class LandUseEmulator(Emulator):
     @classmethod
     def build_model(cls, meta: dict) -> UNet:
         arch = meta["architecture"]
-        return UNet(arch["in_channels"], arch["out_channels"], tuple(arch["widths"]))
+        channels = landuse_channels(meta.get("static_names", ()))
+        film = list(arch.get("film_names", ()))
+        missing = [n for n in film if n not in channels]
+        if missing:
+            raise EmulatorError(f"FiLM conditioning fields {missing} are not input channels")
+        return UNet(arch["in_channels"], arch["out_channels"], tuple(arch["widths"]),
+                    film_channels=tuple(channels.index(n) for n in film))
 
-    def inputs(self, scenario_fine: np.ndarray, static: dict, prev_map: np.ndarray) -> np.ndarray:
+    def inputs(self, scenario_fine: np.ndarray, static: dict, prev_map: np.ndarray, area: np.ndarray) -> np.ndarray:
         """Normalised network input (C, H, W) float32 for the year of ``scenario_fine``."""
-        raw = landuse_features(scenario_fine, static, np.asarray(prev_map), self.meta["coarse_factor"], self.meta["static_names"])
+        raw = landuse_features(scenario_fine, static, np.asarray(prev_map), area, self.meta["coarse_factor"],
+                               self.meta["static_names"])
         return self.normalise(raw)
 
     @staticmethod
@@ -122,26 +148,30 @@ class LandUseEmulator(Emulator):
     @staticmethod
     def apply_mask(probs: np.ndarray, land_mask: np.ndarray) -> np.ndarray:
         """Ocean pixels: ocean = 1. Land pixels: ocean = 0, the others renormalised to sum 1."""
-        out = np.array(probs, dtype=np.float32, copy=True)
+        out = np.array(probs, dtype=np.float64, copy=True)
         land = np.asarray(land_mask, dtype=bool)
         out[0][land] = 0.0
         total = out[1:].sum(axis=0)
-        out[:, land] /= np.maximum(total[land], np.finfo(np.float32).tiny)
+        out[:, land] /= np.maximum(total[land], np.finfo(np.float64).tiny)
         out[:, ~land] = 0.0
         out[0][~land] = 1.0
         return out
 
-    def conserve(self, probs: np.ndarray, scenario_fine: np.ndarray, land_mask: np.ndarray, *,
+    def conserve(self, probs: np.ndarray, scenario_fine: np.ndarray, land_mask: np.ndarray, area: np.ndarray, *,
                  iterations: int = 30) -> np.ndarray:
-        """Probabilities (8, H, W) adjusted so that every coarse cell holds exactly the scenario's groups.
+        """The projection onto the scenario: probabilities (8, H, W) float64 whose area-weighted
+        expected share of each scenario group in every coarse cell equals the scenario's.
 
-        Over the land pixels of each coarse cell, the expected share of each scenario group becomes
-        the scenario's (inland water takes the rest of the land): first ``iterations`` rounds of
-        iterative proportional fitting (one factor per cell and group, then each pixel renormalised),
-        then an exact correction that moves the remaining excess of some groups to the groups in
-        deficit, pixel by pixel in proportion to the excess groups' mass. Ocean pixels are left as
-        they are. Apply after :meth:`apply_mask`; arrays aligned as for :meth:`inputs`. Where the
-        scenario asks for more than the cell's land, its groups are scaled down to fit.
+        With ``a`` the pixel areas and ``A`` the coarse cell's area, afterwards, for every coarse cell
+        and group g (and inland water, which takes the rest of the cell's land):
+        ``Σ_pixels a · Σ_{class ∈ g} p / A = scenario_g`` to rounding (≈1e-15). Steps: ``iterations``
+        rounds of iterative proportional fitting (one factor per cell and group, then each pixel
+        renormalised), then an exact correction that removes each group's remaining excess in
+        proportion to its mass at each pixel and gives it to the groups in deficit (split among
+        their classes as at the pixel, or as in the cell where the pixel has none). Ocean pixels
+        are left as they are. Apply after :meth:`apply_mask`; arrays aligned to coarse cells as
+        for :meth:`inputs`. Where the scenario asks for more than the cell's land (real LUH2 and
+        the fine land mask can disagree), its groups are scaled down to fit.
         """
         k = self.meta["coarse_factor"]
         n, h, w = probs.shape
@@ -152,14 +182,17 @@ class LandUseEmulator(Emulator):
 
         p = to_blocks(np.asarray(probs, dtype=np.float64))
         land = to_blocks(np.asarray(land_mask, dtype=np.float64)[None])  # (cells, k*k, 1)
+        pixel_area = to_blocks(np.asarray(area, dtype=np.float64)[None])
+        cell_area = pixel_area.sum(axis=(1, 2))
+        land_area = land * pixel_area
         groups = _GROUP_MATRIX * (CLASS_CODES != 0)[:, None]  # ocean is in no column
-        land_share = land.mean(axis=(1, 2))
+        land_share = land_area.sum(axis=(1, 2)) / cell_area
         target = np.asarray(scenario_fine, dtype=np.float64)[:, ::k, ::k].reshape(len(SCENARIO_GROUPS), -1).T
         target *= np.minimum(1.0, land_share / np.maximum(target.sum(axis=1), 1e-300))[:, None]
-        target = np.concatenate([target, (land_share - target.sum(axis=1))[:, None]], axis=1)  # + inland water
+        target = np.concatenate([target, np.maximum(land_share - target.sum(axis=1), 0.0)[:, None]], axis=1)
 
         def shares(q):
-            return (q @ groups * land).sum(axis=1) / (k * k)
+            return (q @ groups * land_area).sum(axis=1) / cell_area[:, None]
 
         for _ in range(iterations):
             share = shares(p)
@@ -181,4 +214,13 @@ class LandUseEmulator(Emulator):
         split = split / np.maximum(split @ groups @ groups.T, 1e-300)
         p = p + (given @ groups.T) * split
         p = np.clip(p, 0.0, 1.0)  # rounding leaves |p - clip(p)| ~ 1e-16
-        return p.reshape(h // k, w // k, k, k, n).transpose(4, 0, 2, 1, 3).reshape(n, h, w).astype(np.float32)
+        return p.reshape(h // k, w // k, k, k, n).transpose(4, 0, 2, 1, 3).reshape(n, h, w)
+
+    @staticmethod
+    def uncertainty(probs: np.ndarray, land_mask: np.ndarray) -> np.ndarray:
+        """Per-pixel predictive uncertainty (H, W) in [0, 1]: the entropy of the class probabilities
+        over the 7 land classes divided by log 7 (0 certain, 1 uniform); 0 over the ocean."""
+        p = np.asarray(probs, dtype=np.float64)[1:]
+        plogp = np.where(p > 0, p * np.log(np.where(p > 0, p, 1.0)), 0.0)
+        entropy = -plogp.sum(axis=0) / np.log(p.shape[0])
+        return np.where(land_mask, np.clip(entropy, 0.0, 1.0), 0.0)

@@ -1,28 +1,25 @@
-"""A compact U-Net: three 2× poolings (tiles must be multiples of 8), GroupNorm, leaky ReLU.
+"""A compact U-Net: three 2× poolings (tiles must be multiples of 8), BatchNorm, leaky ReLU,
+optional FiLM conditioning.
 
-Every operation gives the same bits for any torch thread count (no transcendental elementwise
-functions, whose vector and scalar code paths round differently at thread-chunk edges), so the
-coupled output does not depend on how many ranks and threads run it.
+* **Local operator.** BatchNorm uses its running statistics at inference, so an output pixel
+  depends only on the inputs within :meth:`UNet.receptive_radius`: a tile's prediction equals the
+  whole-field prediction wherever the tile holds the pixel's whole receptive field (per-sample
+  normalisation such as GroupNorm would make every pixel depend on the whole tile).
+* **Thread-count invariant.** No transcendental elementwise functions and a fixed-order 1×1
+  convolution, so the bits do not depend on how many ranks and threads run it.
+* **FiLM** (feature-wise linear modulation, Perez et al. 2018): chosen input channels (the
+  bioclimatic variables) are average-pooled to each level and turned by a small 1×1 network into
+  a per-pixel scale and shift of every block's features, so the climate modulates how the
+  network reads the other inputs instead of being one more input among many.
 """
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
-def _norm(channels: int) -> nn.GroupNorm:
-    return nn.GroupNorm(min(8, channels // 4), channels)
-
-
-class DoubleConv(nn.Sequential):
-    def __init__(self, c_in: int, c_out: int):
-        super().__init__(
-            nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), _norm(c_out), nn.LeakyReLU(0.1),
-            nn.Conv2d(c_out, c_out, 3, padding=1, bias=False), _norm(c_out), nn.LeakyReLU(0.1),
-        )
-
-
-class FixedOrderHead(nn.Conv2d):
+class FixedOrderConv1x1(nn.Conv2d):
     """1×1 convolution summed over input channels in a fixed order.
 
     The library 1×1 path changes its summation with the torch thread count, and so the bits; this
@@ -40,39 +37,94 @@ class FixedOrderHead(nn.Conv2d):
         return y
 
 
+class FiLM(nn.Module):
+    """Per-pixel scale (1 + γ) and shift β of ``channels`` features from the conditioning fields."""
+
+    def __init__(self, cond_channels: int, channels: int, hidden: int = 16):
+        super().__init__()
+        self.hidden = FixedOrderConv1x1(cond_channels, hidden)
+        self.out = FixedOrderConv1x1(hidden, 2 * channels)
+        nn.init.zeros_(self.out.weight)  # starts as the identity
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        gamma, beta = self.out(F.leaky_relu(self.hidden(cond), 0.1)).chunk(2, dim=1)
+        return x * (1.0 + gamma) + beta
+
+
+class DoubleConv(nn.Module):
+    def __init__(self, c_in: int, c_out: int, cond_channels: int = 0):
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, padding=1, bias=False)
+        self.norm1 = nn.BatchNorm2d(c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1, bias=False)
+        self.norm2 = nn.BatchNorm2d(c_out)
+        self.film = FiLM(cond_channels, c_out) if cond_channels else None
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        x = F.leaky_relu(self.norm1(self.conv1(x)), 0.1)
+        x = self.norm2(self.conv2(x))
+        if self.film is not None:
+            x = self.film(x, cond)
+        return F.leaky_relu(x, 0.1)
+
+
 class UNet(nn.Module):
-    """Encoder widths ``widths[0..3]``: full, 1/2, 1/4 resolution and a 1/8 bottleneck."""
+    """Encoder widths ``widths[0..3]``: full, 1/2, 1/4 resolution and a 1/8 bottleneck.
+
+    ``film_channels``: indices of the input channels that condition every block through FiLM
+    (they stay ordinary inputs too); empty for an unconditioned U-Net.
+    """
 
     DOWNSAMPLING = 8
 
-    def __init__(self, in_channels: int, out_channels: int, widths: tuple[int, ...] = (16, 32, 48, 64)):
+    def __init__(self, in_channels: int, out_channels: int, widths: tuple[int, ...] = (16, 32, 48, 64),
+                 film_channels: tuple[int, ...] = ()):
         super().__init__()
         if len(widths) != 4:
             raise ValueError(f"UNet needs 4 widths (3 levels + bottleneck), got {widths}")
+        if any(not 0 <= c < in_channels for c in film_channels):
+            raise ValueError(f"FiLM channels {film_channels} are not among the {in_channels} inputs")
         self.in_channels, self.out_channels, self.widths = in_channels, out_channels, tuple(widths)
+        self.film_channels = tuple(int(c) for c in film_channels)
+        n_cond = len(self.film_channels)
         self.down = nn.ModuleList()
         c = in_channels
         for w in widths:
-            self.down.append(DoubleConv(c, w))
+            self.down.append(DoubleConv(c, w, n_cond))
             c = w
-        self.pool = nn.MaxPool2d(2)
         self.up = nn.ModuleList()
         self.merge = nn.ModuleList()
         for w in reversed(widths[:-1]):
             self.up.append(nn.ConvTranspose2d(c, w, 2, stride=2))
-            self.merge.append(DoubleConv(2 * w, w))
+            self.merge.append(DoubleConv(2 * w, w, n_cond))
             c = w
-        self.head = FixedOrderHead(c, out_channels)
+        self.head = FixedOrderConv1x1(c, out_channels)
+
+    @classmethod
+    def receptive_radius(cls) -> int:
+        """Fine cells on each side of a pixel that can change its output (an upper bound).
+
+        Each 3×3 convolution at level l reaches 2^l cells; a 2×2 pooling or transposed
+        convolution at level l shifts the window by up to 2^l cells.
+        """
+        levels = range(4)
+        convs = sum(2 * 2**level for level in levels) + sum(2 * 2**level for level in levels[:-1])
+        return convs + 2 * sum(2**level for level in levels[:-1])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
         if h % self.DOWNSAMPLING or w % self.DOWNSAMPLING:
             raise ValueError(f"UNet input {h}x{w} is not a multiple of {self.DOWNSAMPLING}")
+        cond = [None] * len(self.down)
+        if self.film_channels:
+            c0 = x[:, list(self.film_channels)]
+            cond = [c0 if level == 0 else F.avg_pool2d(c0, 2**level) for level in range(len(self.down))]
         skips = []
-        for i, block in enumerate(self.down):
-            x = block(x if i == 0 else self.pool(x))
+        for level, block in enumerate(self.down):
+            x = block(x if level == 0 else F.max_pool2d(x, 2), cond[level])
             skips.append(x)
         x = skips.pop()
-        for up, merge in zip(self.up, self.merge):
-            x = merge(torch.cat([skips.pop(), up(x)], dim=1))
+        for level, (up, merge) in zip(range(len(self.up) - 1, -1, -1), zip(self.up, self.merge)):
+            x = merge(torch.cat([skips.pop(), up(x)], dim=1), cond[level])
         return self.head(x)

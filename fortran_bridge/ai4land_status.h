@@ -14,4 +14,5 @@
 #define AI4LAND_ERR_INTERNAL 99  /* an unexpected internal error (a bug): the message holds the traceback */
 #define AI4LAND_CHANGED_LANDUSE 1  /* step changed 'landuse_fraction' */
 #define AI4LAND_CHANGED_LAI 2  /* step changed 'lai' */
+#define AI4LAND_CHANGED_UNCERTAINTY 4  /* step changed 'landuse_uncertainty' */
 #endif

@@ -24,8 +24,13 @@ def box_run(world_dir, tmp_path_factory):
 
 
 def test_fields_are_physical(box_run):
-    assert set(box_run) == {(STEPS[0], "landuse_fraction"), (STEPS[0], "lai"), (STEPS[2], "lai")}
+    assert set(box_run) == {(STEPS[0], "landuse_fraction"), (STEPS[0], "landuse_uncertainty"), (STEPS[0], "lai"),
+                            (STEPS[2], "lai")}
     frac = box_run[(STEPS[0], "landuse_fraction")]
+    uncertainty = box_run[(STEPS[0], "landuse_uncertainty")][0]
+    assert uncertainty.min() >= 0.0 and uncertainty.max() <= 1.0
+    assert np.all(uncertainty[frac[0] == 1.0] == 0.0)  # all-ocean cells
+    assert 0.0 < np.median(uncertainty[frac[0] < 0.5]) < 0.5  # land: mostly confident, never certain
     assert frac.shape == (8, NLAT * NLON) and not np.isnan(frac).any()
     assert frac.min() >= 0.0 and frac.max() <= 1.0
     np.testing.assert_allclose(frac.sum(axis=0), 1.0, atol=1e-12)
@@ -89,3 +94,22 @@ def test_call_order_and_argument_errors(world_dir, tmp_path):
     c.finalize()
     with pytest.raises(CallOrderError, match="finalised"):
         c.step((2031, 2, 1))
+
+
+def test_coupled_land_use_conserves_the_scenario_on_its_own_grid(world_dir, tmp_path):
+    """On a host grid equal to the scenario (LUH2) grid, the host's class fractions summed through the
+    crosswalk equal the scenario's groups in every cell and group to 1e-6."""
+    from ai4land_coupler.datasets import GROUP_OF_CLASS, SCENARIO_GROUPS, WorldData
+    from ai4land_coupler.emulators import LANDUSE_CLASSES
+
+    with WorldData.open(world_dir) as world:
+        nlat, nlon = world.coarse_grid.shape
+        scenario = world.scenario_groups(2031).astype(np.float64).reshape(len(SCENARIO_GROUPS), -1)
+    nml = write_namelist(tmp_path / "a.nml", world_dir, host_nlat=nlat, host_nlon=nlon, do_dynamic_lai=".false.")
+    frac = run_lifecycle(None, nml, Box(0, 0, nlon, nlat), STEPS[:1], nlat, nlon)[(STEPS[0], "landuse_fraction")]
+    codes = [code for code, _ in LANDUSE_CLASSES]
+    for g in range(len(SCENARIO_GROUPS)):
+        levels = [codes.index(c) for c, group in GROUP_OF_CLASS.items() if group == g]
+        error = np.abs(frac[levels].sum(axis=0) - scenario[g])
+        assert error.max() < 1e-6, (SCENARIO_GROUPS[g], error.max())
+    assert frac[1:].sum(axis=0).max() > 0.99  # not vacuous: whole land cells are there

@@ -99,6 +99,7 @@ def plot_fine_history(nc_path: str | Path, out_dir: str | Path) -> list[Path]:
         codes = ds["lulc"].flag_values.tolist()
         classes = ds["lulc"].flag_meanings.split()
         lulc = np.asarray(ds["lulc"][-1])
+        uncertainty = np.asarray(ds["landuse_uncertainty"][-1])
         t = netCDF4.num2date(ds["year_time"][-1], ds["year_time"].units, ds["year_time"].calendar)
     onehot = (lulc[None] == np.array(codes)[:, None, None]).astype(float)
     plt, fig, axes = _axes(f"Emulated land use on the emulator grid, {t.year}")
@@ -107,4 +108,13 @@ def plot_fine_history(nc_path: str | Path, out_dir: str | Path) -> list[Path]:
     path = out_dir / "landuse_fine_grid.png"
     fig.savefig(path, dpi=110)
     plt.close(fig)
-    return [path]
+
+    plt, fig, axes = _axes(f"Land-use predictive uncertainty, {t.year}")
+    im = axes[0].pcolormesh(lon, lat, np.ma.masked_where(lulc == 0, uncertainty), cmap="magma_r", vmin=0, vmax=1,
+                            shading="auto")
+    axes[0].set_title("entropy of the class probabilities / log 7 (0 certain, 1 uniform)", fontsize=9)
+    fig.colorbar(im, ax=axes[0], shrink=0.7)
+    unc_path = out_dir / "landuse_uncertainty.png"
+    fig.savefig(unc_path, dpi=110)
+    plt.close(fig)
+    return [path, unc_path]

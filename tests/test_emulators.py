@@ -12,7 +12,7 @@ import torch
 from ai4land_coupler.datasets import CLASS_CODES, STATIC_NAMES, WorldData, sha256_file
 from ai4land_coupler.emulators import (LANDUSE_CLASSES, SHIPPED, WEIGHTS_DIR, LaiEmulator, LandUseEmulator, UNet,
                                        load_emulator)
-from ai4land_coupler.emulators.landuse import group_shares
+from ai4land_coupler.emulators.landuse import group_shares, one_hot_classes
 from ai4land_coupler.errors import EmulatorError
 from ai4land_coupler.grids import LatLonGrid, block_sum
 from ai4land_coupler.training import evaluate_lai, evaluate_landuse, main_train, train_landuse
@@ -307,3 +307,29 @@ def test_shipped_lai_beats_the_class_climatology_on_a_fresh_held_out_year(defaul
     m = evaluate_lai(emu, default_world, [years[-1]], baseline_years=years[-8:-4])
     assert m["model"]["rmse"] < m["class_climatology"]["rmse"]
     assert m["model"]["r2"] > 0.9
+
+
+def test_allocate_meets_the_scenario_within_a_pixel_and_keeps_a_consistent_map():
+    emu = _landuse()
+    rng = np.random.default_rng(4)
+    h, w, k = 16, 24, 4
+    area = _polar_cells(h, w)
+    truth = rng.choice(CLASS_CODES[1:], size=(h, w)).astype(np.uint8)
+    truth[:4, :4] = 0  # an all-ocean cell
+    truth[rng.random((h, w)) < 0.1] = 0
+    land = truth != 0
+    scenario = np.repeat(np.repeat(group_shares(one_hot_classes(truth), area, k), k, axis=1), k, axis=2)
+    # Probabilities that are the truth itself give back the truth (a scenario-consistent map is a fixed point) ...
+    assert np.array_equal(emu.allocate(emu.apply_mask(one_hot_classes(truth), land), scenario, land, area), truth)
+    # ... and any probabilities give a map whose group areas miss the scenario by less than one pixel.
+    logits = torch.from_numpy(rng.normal(size=(1, 8, h, w)).astype(np.float32) * 3)
+    probs = emu.apply_mask(emu.probabilities(logits)[0].numpy(), land)
+    fine = emu.allocate(probs, scenario, land, area)
+    assert np.array_equal(fine == 0, ~land)
+    miss = np.abs(group_shares(one_hot_classes(fine), area, k) - scenario[:, ::k, ::k])
+    largest_pixel = area.reshape(h // k, k, w // k, k).max(axis=(1, 3)) / block_sum(area, k)
+    assert np.all(miss <= largest_pixel + 1e-12)
+    # Within its group, each pixel takes its most probable class.
+    natural = np.isin(fine, [55, 66])
+    best = np.where(probs[5] >= probs[6], 55, 66)
+    assert np.array_equal(fine[natural], best[natural])

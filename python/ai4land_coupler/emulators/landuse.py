@@ -35,6 +35,32 @@ for _code, _group in GROUP_OF_CLASS.items():
 _GROUP_MATRIX[_GROUP_MATRIX.sum(axis=1) == 0, -1] = 1.0
 
 
+def _to_blocks(a: np.ndarray, k: int) -> np.ndarray:
+    """(c, H, W) → (cells, k*k, c): the pixels of each coarse cell."""
+    c, h, w = a.shape
+    return a.reshape(c, h // k, k, w // k, k).transpose(1, 3, 2, 4, 0).reshape((h // k) * (w // k), k * k, c)
+
+
+def _from_blocks(blocks: np.ndarray, k: int, shape: tuple[int, int]) -> np.ndarray:
+    """Inverse of :func:`_to_blocks`: (cells, k*k, c) → (c, H, W)."""
+    h, w = shape
+    c = blocks.shape[-1]
+    return blocks.reshape(h // k, w // k, k, k, c).transpose(4, 0, 2, 1, 3).reshape(c, h, w)
+
+
+def _cell_targets(scenario_fine, land_mask, area, k: int):
+    """Per coarse cell: land (cells, k*k, 1), pixel areas (cells, k*k, 1) and the target share of the
+    cell's area of each group and of inland water, (cells, 6). A scenario asking for more than the
+    cell's land is scaled down to fit."""
+    land = _to_blocks(np.asarray(land_mask, dtype=np.float64)[None], k)
+    pixel_area = _to_blocks(np.asarray(area, dtype=np.float64)[None], k)
+    land_share = (land * pixel_area).sum(axis=(1, 2)) / pixel_area.sum(axis=(1, 2))
+    target = _to_blocks(np.asarray(scenario_fine, dtype=np.float64), k)[:, 0, :]
+    target *= np.minimum(1.0, land_share / np.maximum(target.sum(axis=1), 1e-300))[:, None]
+    water = np.maximum(land_share - target.sum(axis=1), 0.0)
+    return land, pixel_area, np.concatenate([target, water[:, None]], axis=1)
+
+
 def landuse_channels(static_names) -> list[str]:
     return ([f"scenario_{g}" for g in SCENARIO_GROUPS] + [f"demand_{g}" for g in SCENARIO_GROUPS]
             + ["cell_row", "cell_col"] + list(static_names) + [f"previous_{name}" for _, name in LANDUSE_CLASSES])
@@ -175,21 +201,11 @@ class LandUseEmulator(Emulator):
         """
         k = self.meta["coarse_factor"]
         n, h, w = probs.shape
-        cells = (h // k) * (w // k)
-
-        def to_blocks(a):  # (c, H, W) → (cells, k*k, c)
-            return a.reshape(-1, h // k, k, w // k, k).transpose(1, 3, 2, 4, 0).reshape(cells, k * k, -1)
-
-        p = to_blocks(np.asarray(probs, dtype=np.float64))
-        land = to_blocks(np.asarray(land_mask, dtype=np.float64)[None])  # (cells, k*k, 1)
-        pixel_area = to_blocks(np.asarray(area, dtype=np.float64)[None])
+        p = _to_blocks(np.asarray(probs, dtype=np.float64), k)
+        land, pixel_area, target = _cell_targets(scenario_fine, land_mask, area, k)
         cell_area = pixel_area.sum(axis=(1, 2))
         land_area = land * pixel_area
         groups = _GROUP_MATRIX * (CLASS_CODES != 0)[:, None]  # ocean is in no column
-        land_share = land_area.sum(axis=(1, 2)) / cell_area
-        target = np.asarray(scenario_fine, dtype=np.float64)[:, ::k, ::k].reshape(len(SCENARIO_GROUPS), -1).T
-        target *= np.minimum(1.0, land_share / np.maximum(target.sum(axis=1), 1e-300))[:, None]
-        target = np.concatenate([target, np.maximum(land_share - target.sum(axis=1), 0.0)[:, None]], axis=1)
 
         def shares(q):
             return (q @ groups * land_area).sum(axis=1) / cell_area[:, None]
@@ -214,7 +230,41 @@ class LandUseEmulator(Emulator):
         split = split / np.maximum(split @ groups @ groups.T, 1e-300)
         p = p + (given @ groups.T) * split
         p = np.clip(p, 0.0, 1.0)  # rounding leaves |p - clip(p)| ~ 1e-16
-        return p.reshape(h // k, w // k, k, k, n).transpose(4, 0, 2, 1, 3).reshape(n, h, w)
+        return _from_blocks(p, k, (h, w))
+
+    def allocate(self, probs: np.ndarray, scenario_fine: np.ndarray, land_mask: np.ndarray,
+                 area: np.ndarray) -> np.ndarray:
+        """The fine class map (H, W) uint8 whose group areas in every coarse cell are the scenario's to
+        within one pixel: demand-constrained allocation, as in land-use allocation models (CLUE).
+
+        Per coarse cell, the (pixel, group) pairs are taken in decreasing order of the group's
+        probability at the pixel; a pair is accepted while the pixel is free and the group still
+        lacks at least half the pixel's area. Pixels left over take their most probable group.
+        Within its group a pixel takes its most probable class. Ocean pixels stay ocean.
+        """
+        k = self.meta["coarse_factor"]
+        h, w = land_mask.shape
+        p = _to_blocks(np.asarray(probs, dtype=np.float64), k)  # (cells, k*k, 8)
+        land, pixel_area, target = _cell_targets(scenario_fine, land_mask, area, k)
+        land, pixel_area = land[..., 0] > 0, pixel_area[..., 0]
+        groups = _GROUP_MATRIX * (CLASS_CODES != 0)[:, None]
+        group_prob = p @ groups  # (cells, k*k, 6)
+        cells, pixels, ncol = group_prob.shape
+        remaining = target * pixel_area.sum(axis=1, keepdims=True)  # area still to give to each group
+        order = np.argsort(-np.where(land[..., None], group_prob, -np.inf).reshape(cells, -1), axis=1, kind="stable")
+        chosen = np.full((cells, pixels), -1)
+        rows = np.arange(cells)
+        for r in range(int(land.sum(axis=1).max(initial=0)) * ncol):
+            pix, g = np.divmod(order[:, r], ncol)
+            a = pixel_area[rows, pix]
+            ok = land[rows, pix] & (chosen[rows, pix] < 0) & (remaining[rows, g] >= 0.5 * a)
+            chosen[rows[ok], pix[ok]] = g[ok]
+            remaining[rows[ok], g[ok]] -= a[ok]
+        left = land & (chosen < 0)
+        chosen[left] = np.argmax(group_prob, axis=2)[left]
+        in_group = np.where(groups.T[np.maximum(chosen, 0)] > 0, p, -1.0)  # (cells, k*k, 8)
+        level = np.where(land, np.argmax(in_group, axis=2), 0)
+        return _from_blocks(CLASS_CODES[level][..., None], k, (h, w))[0]
 
     @staticmethod
     def uncertainty(probs: np.ndarray, land_mask: np.ndarray) -> np.ndarray:

@@ -221,7 +221,8 @@ class Component:
     def _advance_landuse(self, events: Events) -> None:
         """New land use: host fractions are the area-weighted means of the class probabilities
         after the projection onto the scenario (:meth:`LandUseEmulator.conserve`); the fine map
-        (next year's prior and the history) is their most likely class; the uncertainty is the
+        (next year's prior and the history) is their demand-constrained allocation
+        (:meth:`LandUseEmulator.allocate`); the uncertainty is the
         normalised entropy of the probabilities, averaged over the land of each host cell."""
         year = events.date.year
         if self.fine_map is None:

@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 source scripts/env.sh
-[ -f data/world/lai_monthly.nc ] || ai4land make-data --out data/world --seed 0
+[ -f data/world/bioclim.nc ] || ai4land make-data --out data/world --seed 0
 mkdir -p out/demo
 cp namelists/demo.nml out/demo/demo.nml
 cd out/demo

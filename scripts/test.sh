@@ -4,7 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 source scripts/env.sh
-[ -f data/world/lai_monthly.nc ] || ai4land make-data --out data/world --seed 0
+[ -f data/world/bioclim.nc ] || ai4land make-data --out data/world --seed 0
 export OMP_NUM_THREADS=1
 status=0
 echo "== serial tests"

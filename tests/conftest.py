@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from ai4land_coupler.datasets import FILE_NAMES
+
 REPO = Path(__file__).resolve().parents[1]
 BUILD = REPO / "build"
 WORLD = REPO / "data" / "world"
@@ -28,7 +30,7 @@ def run_mpi(n: int, argv: list[str], cwd, timeout: int = 300, env_extra=None) ->
 @pytest.fixture(scope="session")
 def world_dir() -> Path:
     """The default synthetic world (seed 0), made by the setup's `ai4land make-data` if missing."""
-    if not (WORLD / "lai_monthly.nc").exists():
+    if not all((WORLD / name).exists() for name in FILE_NAMES.values()):
         if int(os.environ.get("OMPI_COMM_WORLD_SIZE", "1")) > 1:
             pytest.fail(f"{WORLD} is missing: run `ai4land make-data --out {WORLD}` before the MPI tests")
         from ai4land_coupler.world import make_world

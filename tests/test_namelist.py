@@ -1,21 +1,29 @@
 import pytest
 
+from ai4land_coupler.datasets import FILE_NAMES, REQUIRED_FILES
 from ai4land_coupler.errors import NamelistError
 from ai4land_coupler.namelist import read_namelist
 from conftest import REPO, write_namelist
 
 
+def _input_dir(folder):
+    """A folder holding (empty) required input files: the namelist checks only that they exist."""
+    folder.mkdir(exist_ok=True)
+    for key in REQUIRED_FILES:
+        (folder / FILE_NAMES[key]).touch()
+    return folder
+
+
 def test_example_namelists_are_valid(tmp_path):
-    world = tmp_path / "world"
-    world.mkdir()
+    world = _input_dir(tmp_path / "world")
     nml = (REPO / "namelists" / "ai4land_example.nml").read_text().replace("'../data/world'", f"'{world}'")
     (tmp_path / "example.nml").write_text(nml)
     cfg = read_namelist(tmp_path / "example.nml")
-    assert (cfg.host_nlat, cfg.host_nlon, cfg.lai_cadence, cfg.tile_size) == (90, 180, "monthly", 64)
+    assert (cfg.host_nlat, cfg.host_nlon, cfg.lai_cadence, cfg.tile_size) == (90, 180, "monthly", 128)
 
 
 def test_defaults_and_relative_paths(tmp_path):
-    (tmp_path / "w").mkdir()
+    _input_dir(tmp_path / "w")
     path = tmp_path / "a.nml"
     path.write_text("&other_group\n x = 1\n/\n&ai4land_nml\n host_nlat = 45\n host_nlon = 90\n input_dir = 'w'\n/\n")
     cfg = read_namelist(path)
@@ -38,7 +46,7 @@ def test_defaults_and_relative_paths(tmp_path):
     ],
 )
 def test_bad_values_name_the_key_and_the_file(tmp_path, extra, message):
-    path = write_namelist(tmp_path / "bad.nml", tmp_path, **extra)
+    path = write_namelist(tmp_path / "bad.nml", _input_dir(tmp_path), **extra)
     with pytest.raises(NamelistError) as err:
         read_namelist(path)
     assert message in str(err.value) and str(path) in str(err.value)

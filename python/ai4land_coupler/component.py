@@ -13,6 +13,7 @@ from enum import Enum
 import numpy as np
 
 from .clock import Events, ModelClock
+from .datasets import NODATA, fill_nodata
 from .comm import Communicator, as_communicator
 from .errors import ArgumentError, CallOrderError, ClockError, EmulatorError
 from .grids import LatLonGrid, area_weighted_block_mean, upsample_blocks
@@ -59,7 +60,7 @@ class Component:
         self.config = cfg = read_namelist(namelist_path)
         self.log = setup_logging(self.comm.rank, cfg.log_level)
         self.runtime: RankRuntime = plan_runtime(self.comm, cfg.device, cfg.torch_threads, cfg.inference_ranks)
-        self.world = WorldData.open(cfg.input_path)
+        self.world = WorldData.from_config(cfg)
         self.fine_grid: LatLonGrid = self.world.fine_grid
         self.fine_area = self.fine_grid.cell_area_weights()
         self.host_grid = LatLonGrid(cfg.host_nlat, cfg.host_nlon, self.fine_grid.lat0, self.fine_grid.lon0,
@@ -215,8 +216,11 @@ class Component:
     def _initial_map(self, year: int) -> np.ndarray:
         earlier = [y for y in self.world.years if y < year]
         first = earlier[-1] if earlier else min(self.world.years)
-        self.log.info("year %d: initial land-use prior from the observed map of %d", year, first)
-        return self.world.lulc(first)
+        observed = self.world.lulc(first)
+        gaps = int((observed == NODATA).sum())
+        self.log.info("year %d: initial land-use prior from the observed map of %d (%d no-data pixels filled "
+                      "from their coarse cell)", year, first, gaps)
+        return fill_nodata(observed, self.world.factor)
 
     def _advance_landuse(self, events: Events) -> None:
         """New land use: host fractions are the area-weighted means of the class probabilities

@@ -1,30 +1,41 @@
-"""Readers for the world files: LUH2 states, HILDA+-style maps, static fields, drivers, LAI.
+"""Readers for the world files: LUH2 states, HILDA+-style maps, static and bioclimatic fields, drivers, LAI.
 
-One directory holds (names as written by :func:`ai4land_coupler.world.make_world`)::
+The files, under the default names that :func:`ai4land_coupler.world.make_world` writes
+(docs/data.md lists every variable with its units and valid range)::
 
-    static.nc                 fine   land_mask, elevation, slope, soil_quality, tas_annual, pr_annual
+    static.nc                 fine   land_mask, elevation, slope, soil_quality
+    bioclim.nc                fine   WorldClim-style bio01, bio04, bio12, bio15
     luh2_states.nc            coarse the 12 LUH2 area fractions, yearly ("years since Y-01-01")
-    lulc_maps.nc              fine   lulc(time, lat, lon) HILDA+ codes, yearly
+    lulc_maps.nc              fine   lulc or LULC_states (time, lat, lon): HILDA+ codes, 99 = no data
     drivers_climatology.nc    fine   tas, pr, rsds (month, lat, lon)
     drivers_anomaly.nc        coarse tas_anom, pr_anom, rsds_anom (time, lat, lon), monthly
-    lai_monthly.nc            fine   lai(time, lat, lon), monthly
+    lai_monthly.nc            fine   lai (time, lat, lon), monthly
 
-Crosswalk (LUH2 → groups, see :data:`LUH2_CROSSWALK`): the scenario fractions are fractions of
-the whole coarse cell; over a cell they sum to the share of its fine cells that are land and
-not inland water. Every check that fails raises :class:`InputFileError` naming file and variable.
+Files are accepted as the real products lay them out: latitude north→south or south→north,
+coordinates named lat/latitude and lon/longitude, longitudes in -180..180 or 0..360. Arrays come
+out south→north and west→east (the package convention); a global domain starts at -180.
+
+Only a region is read, by netCDF slicing; a region across a file's longitude seam is read in two
+pieces. The region is snapped outward to whole LUH2 cells, so the fine grid nests the coarse one
+(:attr:`WorldData.region` holds the snapped box); without a region it is the static file's domain.
+
+Crosswalk (LUH2 → groups, see :data:`LUH2_CROSSWALK`): the scenario fractions are area fractions of
+the whole coarse cell; over a cell they sum to the area share of its land that is not inland water.
+Every check that fails raises :class:`InputFileError` naming the file and the variable.
 """
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 from pathlib import Path
 
-import cftime
-import netCDF4
 import numpy as np
 
 from .errors import InputFileError
-from .grids import LatLonGrid, block_sum, upsample_blocks
+from .grids import ON_LINE, LatLonGrid, Region, block_sum, upsample_blocks
+
+log = logging.getLogger("ai4land.datasets")
 
 LANDUSE_CLASSES = (
     (0, "ocean"), (11, "urban"), (22, "cropland"), (33, "pasture_rangeland"),
@@ -34,6 +45,7 @@ CLASS_CODES = np.array([code for code, _ in LANDUSE_CLASSES], dtype=np.uint8)
 OCEAN, URBAN, CROPLAND, PASTURE, FOREST, GRASS, SPARSE, WATER = (int(c) for c in CLASS_CODES)
 CLASS_INDEX = np.full(256, -1, dtype=np.int64)  # class code → level in LANDUSE_CLASSES
 CLASS_INDEX[CLASS_CODES] = np.arange(CLASS_CODES.size)
+NODATA = 99  # HILDA+ "no data" (cloud gaps in observed maps); never predicted, so not a class
 
 SCENARIO_GROUPS = ("forest", "natural", "urban", "cropland", "pasture")
 LUH2_STATES = ("primf", "primn", "secdf", "secdn", "urban", "c3ann", "c4ann", "c3per", "c4per", "c3nfx", "pastr", "range")
@@ -47,31 +59,70 @@ LUH2_CROSSWALK = {
 # Class code → scenario group index (ocean and inland water belong to no group).
 GROUP_OF_CLASS = {FOREST: 0, GRASS: 1, SPARSE: 1, URBAN: 2, CROPLAND: 3, PASTURE: 4}
 
-STATIC_NAMES = ("elevation", "slope", "soil_quality", "tas_annual", "pr_annual")
+BIOCLIM_NAMES = ("bio01", "bio04", "bio12", "bio15")
+STATIC_NAMES = ("elevation", "slope", "soil_quality") + BIOCLIM_NAMES
 DRIVER_NAMES = ("tas", "pr", "rsds")
+LULC_NAMES = ("lulc", "LULC_states")  # ours, and the real HILDA+ v2 name
 
 FILE_NAMES = {
     "static": "static.nc",
+    "bioclim": "bioclim.nc",
     "luh2_states": "luh2_states.nc",
     "lulc_maps": "lulc_maps.nc",
     "drivers_climatology": "drivers_climatology.nc",
     "drivers_anomaly": "drivers_anomaly.nc",
     "lai_monthly": "lai_monthly.nc",
 }
+REQUIRED_FILES = ("static", "bioclim", "luh2_states", "lulc_maps")  # the others are read only when asked for
+FILE_VARIABLES = {
+    "static": ("land_mask", "elevation", "slope", "soil_quality"),
+    "bioclim": BIOCLIM_NAMES,
+    "luh2_states": LUH2_STATES,
+    "lulc_maps": LULC_NAMES,
+    "drivers_climatology": DRIVER_NAMES,
+    "drivers_anomaly": tuple(f"{n}_anom" for n in DRIVER_NAMES),
+    "lai_monthly": ("lai",),
+}
+COARSE_FILES = ("luh2_states", "drivers_anomaly")  # on the LUH2 grid; the others on the fine grid
 
+DEG_C = ("degC", "Celsius", "degrees_Celsius", "°C")
 STATIC_UNITS = {"elevation": ("m",), "slope": ("degree", "degrees"), "soil_quality": ("1",),
-                "tas_annual": ("K",), "pr_annual": ("kg m-2 s-1",)}
+                "bio01": DEG_C, "bio04": DEG_C, "bio12": ("mm",), "bio15": ("percent", "%")}
 STATIC_RANGES = {"elevation": (-500.0, 9000.0), "slope": (0.0, 90.0), "soil_quality": (0.0, 1.0),
-                 "tas_annual": (150.0, 350.0), "pr_annual": (0.0, 1e-2)}
+                 "bio01": (-90.0, 60.0), "bio04": (0.0, 5000.0), "bio12": (0.0, 30000.0), "bio15": (0.0, 400.0)}
 DRIVER_UNITS = {"tas": ("K",), "pr": ("kg m-2 s-1",), "rsds": ("W m-2",)}
 DRIVER_RANGES = {"tas": (150.0, 350.0), "pr": (0.0, 1e-2), "rsds": (0.0, 600.0)}
 LAI_UNITS = ("m2 m-2", "m2/m2", "m^2 m^-2")
+LAT_NAMES, LON_NAMES = ("lat", "latitude"), ("lon", "longitude")
+LAT_UNITS = ("degrees_north", "degree_north", "degrees_N", "degree_N")
+LON_UNITS = ("degrees_east", "degree_east", "degrees_E", "degree_E")
+LATLON, TIME_LATLON, MONTH_LATLON = ("lat", "lon"), ("time", "lat", "lon"), ("month", "lat", "lon")
 
 
-def group_fractions(lulc: np.ndarray, factor: int) -> np.ndarray:
-    """Pixel-count fraction of each scenario group per coarse cell: (5, H/factor, W/factor) float64."""
-    onehot = np.stack([np.isin(lulc, [c for c, g in GROUP_OF_CLASS.items() if g == k]) for k in range(len(SCENARIO_GROUPS))])
-    return block_sum(onehot.astype(np.float64), factor) / factor**2
+def fill_nodata(lulc: np.ndarray, factor: int) -> np.ndarray:
+    """The map with its no-data (99) pixels given the most common land class of their coarse cell
+    (grass/shrubland where the cell has none): a prior for a first year whose map has gaps."""
+    out = np.array(lulc, dtype=np.uint8, copy=True)
+    gaps = out == NODATA
+    if not gaps.any():
+        return out
+    h, w = out.shape
+    levels = np.stack([out == code for code in CLASS_CODES[1:]])  # land classes
+    counts = levels.reshape(len(levels), h // factor, factor, w // factor, factor).sum(axis=(2, 4))
+    majority = np.where(counts.max(axis=0) > 0, CLASS_CODES[1:][np.argmax(counts, axis=0)], GRASS)
+    out[gaps] = upsample_blocks(majority, factor)[gaps]
+    return out
+
+
+def group_fractions(lulc: np.ndarray, factor: int, weights: np.ndarray) -> np.ndarray:
+    """Area fraction of each scenario group per coarse cell, as LUH2 states are: (5, H/factor, W/factor) float64.
+
+    ``weights``: the fine cells' areas (e.g. ``grid.cell_area_weights()``). Codes outside the groups
+    (ocean, water, no data) count in no group.
+    """
+    onehot = np.stack([np.isin(lulc, [c for c, g in GROUP_OF_CLASS.items() if g == k])
+                       for k in range(len(SCENARIO_GROUPS))]).astype(np.float64)
+    return block_sum(onehot * weights, factor) / block_sum(weights, factor)
 
 
 def combine_drivers(climatology: np.ndarray, anomaly: np.ndarray, factor: int) -> np.ndarray:
@@ -92,79 +143,172 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _years_since(path: Path, var) -> list[int]:
-    m = re.fullmatch(r"\s*(?:common_)?years since\s+(-?\d+)-0?1-0?1(?:[ T].*)?", getattr(var, "units", ""))
-    if not m:
-        raise InputFileError(f"{path}: variable 'time' must have units 'years since YYYY-01-01', got {getattr(var, 'units', None)!r}")
-    values = np.asarray(var[:], dtype=float)
-    if np.any(values != np.round(values)):
-        raise InputFileError(f"{path}: variable 'time' must hold whole years")
-    return [int(m.group(1)) + int(v) for v in values]
-
-
-def _year_months(path: Path, var) -> list[tuple[int, int]]:
-    try:
-        dates = cftime.num2date(np.asarray(var[:]), var.units, calendar=getattr(var, "calendar", "standard"))
-    except Exception as exc:  # cftime raises several types for bad units/calendars
-        raise InputFileError(f"{path}: variable 'time' cannot be decoded: {exc}") from exc
-    return [(d.year, d.month) for d in dates]
+def _quoted(names) -> str:
+    return ", ".join(f"'{n}'" for n in names)
 
 
 class _File:
-    """An open netCDF file with checked access to its variables."""
+    """An open netCDF file: checked variables, its grid (south→north), and reads through one window."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, expected: tuple[str, ...]):
+        import netCDF4
+
         self.path = Path(path)
         if not self.path.is_file():
-            raise InputFileError(f"{self.path}: file not found")
+            raise InputFileError(f"{self.path}: file not found (it should hold variables {_quoted(expected)})")
         try:
             self.ds = netCDF4.Dataset(self.path, "r")
         except OSError as exc:
-            raise InputFileError(f"{self.path}: not a readable netCDF file ({exc})") from exc
+            raise InputFileError(f"{self.path}: not a readable netCDF file, or truncated ({exc}); "
+                                 f"it should hold variables {_quoted(expected)}") from exc
+        try:
+            self.lat_name, lat_dim = self._coordinate(LAT_NAMES, LAT_UNITS)
+            self.lon_name, lon_dim = self._coordinate(LON_NAMES, LON_UNITS)
+            self.dims = {"lat": lat_dim, "lon": lon_dim}
+            self.grid, self.north_first = self._native_grid()
+        except Exception:
+            self.close()
+            raise
+        self.window = None
+
+    def close(self) -> None:
+        self.ds.close()
+
+    def _coordinate(self, names, units) -> tuple[str, str]:
+        """Name and dimension of the first coordinate variable found among ``names``."""
+        for name in names:
+            if name in self.ds.variables:
+                v = self.ds.variables[name]
+                if v.ndim != 1:
+                    raise InputFileError(f"{self.path}: variable '{name}' has dimensions {v.dimensions}, expected one")
+                if getattr(v, "units", None) not in units:
+                    raise InputFileError(f"{self.path}: variable '{name}' has units {getattr(v, 'units', None)!r}, "
+                                         f"expected {units[0]!r}")
+                return name, v.dimensions[0]
+        raise InputFileError(f"{self.path}: variable {' or '.join(map(repr, names))} is missing")
+
+    def _axis(self, name: str, full_turn: float) -> tuple[np.ndarray, float]:
+        """Centres of a regular axis and its signed spacing (made exact on a whole circle or half)."""
+        v = self.ds.variables[name]
+        values = np.asarray(self._get(name, v, slice(None)), dtype=float)
+        if values.size > 1:
+            step = (values[-1] - values[0]) / (values.size - 1)
+        elif getattr(v, "bounds", None) in self.ds.variables:
+            step = float(np.ptp(np.asarray(self.ds.variables[v.bounds][:], float)))
+        else:
+            raise InputFileError(f"{self.path}: variable '{name}' has one value and no bounds: the cell size is unknown")
+        if step == 0 or np.abs(values - values[0] - step * np.arange(values.size)).max() > ON_LINE * abs(step):
+            raise InputFileError(f"{self.path}: variable '{name}' is not a regular, monotonic axis")
+        if abs(values.size * abs(step) - full_turn) <= ON_LINE * abs(step):
+            step = np.sign(step) * full_turn / values.size
+        return values, float(step)
+
+    def _native_grid(self) -> tuple[LatLonGrid, bool]:
+        lat, dlat = self._axis(self.lat_name, 180.0)
+        lon, dlon = self._axis(self.lon_name, 360.0)
+        if dlon < 0:
+            raise InputFileError(f"{self.path}: variable '{self.lon_name}' must increase (west to east)")
+        south = min(lat[0], lat[-1]) - abs(dlat) / 2
+        if south < -90 - ON_LINE * abs(dlat) or south + lat.size * abs(dlat) > 90 + ON_LINE * abs(dlat):
+            raise InputFileError(f"{self.path}: variable '{self.lat_name}' has cells beyond the poles")
+        west = lon[0] - dlon / 2
+        if lon.size * dlon > 360 + ON_LINE * dlon or not -180 - ON_LINE * dlon <= west < 360:
+            raise InputFileError(f"{self.path}: variable '{self.lon_name}' must span at most 360 degrees, "
+                                 f"starting in -180..360")
+        south = max(south, -90.0)
+        return LatLonGrid(lat.size, lon.size, south, west, abs(dlat), dlon), dlat < 0
+
+    def crop(self, region: Region) -> LatLonGrid:
+        """Read only ``region`` (on this file's cell edges) from now on; returns the regional grid."""
+        try:
+            self.window = self.grid.window(region)
+        except ValueError as exc:
+            raise InputFileError(f"{self.path}: variables '{self.lat_name}'/'{self.lon_name}': {exc}") from None
+        return self.window.grid
 
     def var(self, name: str, dims: tuple[str, ...], units: tuple[str, ...] | None = None):
+        """The variable ``name``, checked: dimensions (``lat``/``lon`` stand for the file's own names) and units."""
         if name not in self.ds.variables:
             raise InputFileError(f"{self.path}: variable '{name}' is missing")
         v = self.ds.variables[name]
-        if tuple(v.dimensions) != dims:
-            raise InputFileError(f"{self.path}: variable '{name}' has dimensions {v.dimensions}, expected {dims}")
+        expected = tuple(self.dims.get(d, d) for d in dims)
+        if tuple(v.dimensions) != expected:
+            raise InputFileError(f"{self.path}: variable '{name}' has dimensions {v.dimensions}, expected {expected}")
         if units is not None and getattr(v, "units", None) not in units:
             raise InputFileError(f"{self.path}: variable '{name}' has units {getattr(v, 'units', None)!r}, expected {units[0]!r}")
         return v
 
-    def read(self, name: str, dims, units=None, index=slice(None), valid=None, fill=None) -> np.ndarray:
-        """Values as float32 (masked points → ``fill``; error if any remain and fill is None)."""
-        raw = self.var(name, dims, units)[index]
-        if np.ma.is_masked(raw):
-            if fill is None:
-                raise InputFileError(f"{self.path}: variable '{name}' has missing values")
-            raw = raw.filled(fill)
-        data = np.asarray(raw, dtype=np.float32)
+    def _get(self, name: str, v, key):
+        try:
+            return v[key]
+        except (OSError, RuntimeError) as exc:
+            raise InputFileError(f"{self.path}: variable '{name}' cannot be read, the file may be truncated "
+                                 f"or corrupt ({exc})") from exc
+
+    def take(self, name: str, dims: tuple[str, ...], index=slice(None), units=None) -> np.ma.MaskedArray:
+        """The window of variable ``name`` (at ``index`` of its leading dimension, if any), south→north."""
+        v = self.var(name, dims, units)
+        rows = self.window.rows
+        if self.north_first:
+            rows = slice(self.grid.nlat - rows.stop, self.grid.nlat - rows.start)
+        lead = (index,) * (len(dims) - 2)
+        data = np.ma.concatenate([np.ma.asarray(self._get(name, v, lead + (rows, cols))) for cols in self.window.columns],
+                                 axis=-1)
+        return data[..., ::-1, :] if self.north_first else data
+
+    def read(self, name: str, dims, units=None, index=slice(None), valid=None, fill=None, land=None) -> np.ndarray:
+        """Values as float32. Missing points (fill value or NaN) become ``fill``; they are an error when
+        ``fill`` is None, or when they lie on ``land`` (a mask) if that is given."""
+        raw = self.take(name, dims, index, units)
+        data = np.ma.getdata(raw).astype(np.float32)
+        missing = np.ma.getmaskarray(raw) | np.isnan(data)
+        if missing.any():
+            if fill is None or (land is not None and (missing & land).any()):
+                where = " on land" if fill is not None else ""
+                raise InputFileError(f"{self.path}: variable '{name}' has missing values{where}")
+            data[missing] = fill
         if not np.all(np.isfinite(data)):
             raise InputFileError(f"{self.path}: variable '{name}' has non-finite values")
-        if valid is not None and (data.min() < valid[0] or data.max() > valid[1]):
+        if valid is not None and data.size and (data.min() < valid[0] or data.max() > valid[1]):
             raise InputFileError(f"{self.path}: variable '{name}' has values in [{data.min():.4g}, {data.max():.4g}], "
                                  f"outside the valid range [{valid[0]}, {valid[1]}]")
         return data
 
-    def grid(self) -> LatLonGrid:
-        lat = np.asarray(self.var("lat", ("lat",), ("degrees_north",))[:], float)
-        lon = np.asarray(self.var("lon", ("lon",), ("degrees_east",))[:], float)
-        if lat.size > 1 and not np.all(np.diff(lat) > 0):
-            raise InputFileError(f"{self.path}: variable 'lat' must increase (south to north)")
-        grid = LatLonGrid.from_centres(lat, lon)
-        if not (np.allclose(grid.lat, lat, atol=1e-6) and np.allclose(grid.lon, lon, atol=1e-6)):
-            raise InputFileError(f"{self.path}: variables 'lat'/'lon' are not a regular grid")
-        return grid
+    def years(self) -> list[int]:
+        """The year of each step of 'time': units 'years since YYYY-01-01', or any CF time units."""
+        var = self.var("time", ("time",))
+        values = np.asarray(self._get("time", var, slice(None)), dtype=float)
+        m = re.fullmatch(r"\s*(?:common_)?years since\s+(-?\d+)-0?1-0?1(?:[ T].*)?", getattr(var, "units", ""))
+        if m:
+            if np.any(values != np.round(values)):
+                raise InputFileError(f"{self.path}: variable 'time' must hold whole years")
+            years = [int(m.group(1)) + int(v) for v in values]
+        else:
+            years = [y for y, _ in self.year_months()]
+        if len(set(years)) != len(years):
+            raise InputFileError(f"{self.path}: variable 'time' holds a year twice")
+        return years
+
+    def year_months(self) -> list[tuple[int, int]]:
+        import cftime
+
+        var = self.var("time", ("time",))
+        values = np.asarray(self._get("time", var, slice(None)))
+        try:
+            dates = cftime.num2date(values, getattr(var, "units", ""), calendar=getattr(var, "calendar", "standard"))
+        except Exception as exc:  # cftime raises several types for bad units/calendars
+            raise InputFileError(f"{self.path}: variable 'time' cannot be decoded: {exc}") from exc
+        return [(d.year, d.month) for d in np.atleast_1d(dates)]
 
 
 class WorldData:
-    """The world files of one directory (or any set of them), opened once and checked.
+    """The world files (paths by key of :data:`FILE_NAMES`), opened once, checked, read over one region.
 
-    Files not given raise :class:`InputFileError` only when their data is asked for.
+    The files in :data:`REQUIRED_FILES` are opened and checked at once; the others when their data
+    is asked for (a file not given raises :class:`InputFileError` then).
     """
 
-    def __init__(self, files: dict[str, Path]):
+    def __init__(self, files: dict[str, Path], region: Region | None = None):
         unknown = set(files) - set(FILE_NAMES)
         if unknown:
             raise ValueError(f"unknown world files {sorted(unknown)}; known: {sorted(FILE_NAMES)}")
@@ -173,50 +317,68 @@ class WorldData:
         self._scenario_cache: dict[int, np.ndarray] = {}
         self._climatology: np.ndarray | None = None
         self._months: dict[str, list[tuple[int, int]]] = {}
-
         try:
-            self._check_files()
+            self._open(region)
         except Exception:
             self.close()
             raise
 
-    def _check_files(self) -> None:
-        static = self._file("static")
-        self.fine_grid = static.grid()
-        self.land_mask = static.read("land_mask", ("lat", "lon"), valid=(0, 1)) == 1
-        self.static = {n: static.read(n, ("lat", "lon"), STATIC_UNITS[n], valid=STATIC_RANGES[n]) for n in STATIC_NAMES}
-
-        luh = self._file("luh2_states")
-        self.coarse_grid = luh.grid()
+    def _open(self, requested: Region | None) -> None:
+        static, luh = self._open_file("static"), self._open_file("luh2_states")
+        if requested is None:
+            domain = static.grid.region
+            requested = Region(domain.lat_min, domain.lat_max, -180.0, 180.0) if static.grid.is_global else domain
+        try:
+            self.region = luh.grid.snap(requested)
+        except ValueError as exc:
+            raise InputFileError(f"{luh.path}: variables '{luh.lat_name}'/'{luh.lon_name}': {exc}") from None
+        snapped = "" if self.region == requested else f" ({requested} snapped outward to whole LUH2 cells)"
+        log.info("reading region %s%s", self.region, snapped)
+        self.coarse_grid, self.fine_grid = luh.crop(self.region), static.crop(self.region)
         try:
             self.factor = self.coarse_grid.refinement_factor(self.fine_grid)
         except ValueError as exc:
-            raise InputFileError(f"{luh.path}: coarse grid does not nest the grid of {static.path}: {exc}") from exc
+            raise InputFileError(f"{luh.path}: variables '{luh.lat_name}'/'{luh.lon_name}': the LUH2 grid does not "
+                                 f"nest the grid of {static.path}: {exc}") from exc
+
+        self.land_mask = static.read("land_mask", LATLON, valid=(0, 1)) == 1
+        self.static = {n: self._file("bioclim" if n in BIOCLIM_NAMES else "static").read(
+            n, LATLON, STATIC_UNITS[n], valid=STATIC_RANGES[n], fill=0.0, land=self.land_mask) for n in STATIC_NAMES}
+
         for name in LUH2_STATES:
-            luh.var(name, ("time", "lat", "lon"), ("1",))
-        self.scenario_years = _years_since(luh.path, luh.var("time", ("time",)))
+            luh.var(name, TIME_LATLON, ("1",))
+        self.scenario_years = luh.years()
 
         maps = self._file("lulc_maps")
-        self._check_grid(maps, self.fine_grid)
-        lulc = maps.var("lulc", ("time", "lat", "lon"))
-        if lulc.dtype.kind not in "iu":
-            raise InputFileError(f"{maps.path}: variable 'lulc' must be an integer class code, got {lulc.dtype}")
-        self.years = _years_since(maps.path, maps.var("time", ("time",)))
+        self._lulc_name = next((n for n in LULC_NAMES if n in maps.ds.variables), None)
+        if self._lulc_name is None:
+            raise InputFileError(f"{maps.path}: variable {' or '.join(map(repr, LULC_NAMES))} is missing")
+        lulc = maps.var(self._lulc_name, TIME_LATLON)
+        if lulc.dtype.kind not in "iuf":
+            raise InputFileError(f"{maps.path}: variable '{self._lulc_name}' must hold integer class codes, got {lulc.dtype}")
+        self.years = maps.years()
 
     @classmethod
-    def open(cls, directory: str | Path) -> "WorldData":
+    def open(cls, directory: str | Path, region: Region | None = None) -> "WorldData":
+        """The files under their default names in ``directory``."""
         directory = Path(directory)
         if not directory.is_dir():
             raise InputFileError(f"{directory}: world directory not found")
         files = {k: directory / n for k, n in FILE_NAMES.items() if (directory / n).exists()}
-        for required in ("static", "luh2_states", "lulc_maps"):
-            if required not in files:
-                raise InputFileError(f"{directory / FILE_NAMES[required]}: file not found")
-        return cls(files)
+        for key in REQUIRED_FILES:
+            if key not in files:
+                raise InputFileError(f"{directory / FILE_NAMES[key]}: file not found "
+                                     f"(it should hold variables {_quoted(FILE_VARIABLES[key])})")
+        return cls(files, region)
+
+    @classmethod
+    def from_config(cls, config) -> "WorldData":
+        """The files and region named by a namelist :class:`~ai4land_coupler.namelist.Config`."""
+        return cls(config.world_files(), config.region)
 
     def close(self) -> None:
         for f in self._files.values():
-            f.ds.close()
+            f.close()
         self._files.clear()
 
     def __enter__(self) -> "WorldData":
@@ -228,18 +390,25 @@ class WorldData:
     def sha256(self) -> dict[str, str]:
         return {p.name: sha256_file(p) for p in self.paths.values()}
 
-    def _file(self, key: str) -> _File:
-        if key not in self._files:
-            if key not in self.paths:
-                raise InputFileError(f"world file '{FILE_NAMES[key]}' was not provided")
-            self._files[key] = _File(self.paths[key])
+    def _open_file(self, key: str) -> _File:
+        if key not in self.paths:
+            raise InputFileError(f"world file '{FILE_NAMES[key]}' was not provided "
+                                 f"(it should hold variables {_quoted(FILE_VARIABLES[key])})")
+        self._files[key] = _File(self.paths[key], FILE_VARIABLES[key])
         return self._files[key]
 
-    def _check_grid(self, f: _File, expected: LatLonGrid) -> None:
-        grid = f.grid()
-        if grid.shape != expected.shape or abs(grid.lat0 - expected.lat0) > 1e-6 or abs(grid.lon0 - expected.lon0) > 1e-6:
-            raise InputFileError(f"{f.path}: variables 'lat'/'lon' give a {grid.nlat}x{grid.nlon} grid, "
-                                 f"expected {expected.nlat}x{expected.nlon}")
+    def _file(self, key: str) -> _File:
+        """The file ``key``, opened on first use, cropped to the region and checked to be on its grid."""
+        if key not in self._files:
+            f = self._open_file(key)
+            expected = self.coarse_grid if key in COARSE_FILES else self.fine_grid
+            grid = f.crop(self.region)
+            if grid.shape != expected.shape or any(abs(getattr(grid, a) - getattr(expected, a)) > ON_LINE * expected.dlat
+                                                   for a in ("lat0", "lon0", "dlat", "dlon")):
+                raise InputFileError(f"{f.path}: variables '{f.lat_name}'/'{f.lon_name}' give a {grid.nlat}x{grid.nlon} "
+                                     f"grid of {grid.dlat:g} degrees over the region, expected {expected.nlat}x{expected.nlon} "
+                                     f"of {expected.dlat:g} degrees")
+        return self._files[key]
 
     @staticmethod
     def _index(path: Path, keys: list, key, what: str) -> int:
@@ -253,7 +422,7 @@ class WorldData:
         if year not in self._scenario_cache:
             luh = self._file("luh2_states")
             t = self._index(luh.path, self.scenario_years, year, "year")
-            states = {n: luh.read(n, ("time", "lat", "lon"), index=t, valid=(0.0, 1.0), fill=0.0).astype(np.float64)
+            states = {n: luh.read(n, TIME_LATLON, index=t, valid=(0.0, 1.0), fill=0.0).astype(np.float64)
                       for n in LUH2_STATES}
             groups = np.stack([sum(states[n] for n in LUH2_CROSSWALK[g]) for g in SCENARIO_GROUPS])
             total = groups.sum(axis=0)
@@ -268,21 +437,31 @@ class WorldData:
         """:meth:`scenario_groups` upsampled block-constant to the fine grid: (5, H, W)."""
         return upsample_blocks(self.scenario_groups(year), self.factor)
 
+    def aggregate(self, lulc: np.ndarray) -> np.ndarray:
+        """Area fractions of the scenario groups per coarse cell (5, Hc, Wc) of a fine class map: the
+        crosswalk aggregation, which for the true maps gives :meth:`scenario_groups`."""
+        return group_fractions(lulc, self.factor, self.fine_grid.cell_area_weights())
+
     def lulc(self, year: int) -> np.ndarray:
+        """The class map of ``year`` (H, W) uint8: codes of :data:`CLASS_CODES`, or :data:`NODATA`."""
         maps = self._file("lulc_maps")
+        name = self._lulc_name
         t = self._index(maps.path, self.years, year, "year")
-        data = np.asarray(maps.var("lulc", ("time", "lat", "lon"))[t])
-        bad = np.setdiff1d(np.unique(data), CLASS_CODES)
+        data = maps.take(name, TIME_LATLON, t).filled(NODATA)
+        if data.dtype.kind == "f" and not np.all(np.isfinite(data) & (data == np.round(data))):
+            raise InputFileError(f"{maps.path}: variable '{name}' has non-integer class codes in year {year}")
+        codes = data.astype(np.int64)
+        bad = np.setdiff1d(np.unique(codes), np.append(CLASS_CODES, NODATA))
         if bad.size:
-            raise InputFileError(f"{maps.path}: variable 'lulc' has codes {bad.tolist()} outside {CLASS_CODES.tolist()} in year {year}")
-        return data.astype(np.uint8)
+            raise InputFileError(f"{maps.path}: variable '{name}' has unknown codes {bad.tolist()} in year {year}; "
+                                 f"known: {CLASS_CODES.tolist()} and {NODATA} (no data)")
+        return codes.astype(np.uint8)
 
     def climatology(self) -> np.ndarray:
         """Monthly driver climatology (12, 3, H, W) float32, read once."""
         if self._climatology is None:
             clim = self._file("drivers_climatology")
-            self._check_grid(clim, self.fine_grid)
-            data = np.stack([clim.read(n, ("month", "lat", "lon"), DRIVER_UNITS[n], valid=DRIVER_RANGES[n])
+            data = np.stack([clim.read(n, MONTH_LATLON, DRIVER_UNITS[n], valid=DRIVER_RANGES[n])
                              for n in DRIVER_NAMES], axis=1)
             if data.shape[0] != 12:
                 raise InputFileError(f"{clim.path}: variable 'tas' has {data.shape[0]} months, expected 12")
@@ -292,7 +471,7 @@ class WorldData:
     def _monthly_index(self, key: str, year: int, month: int) -> int:
         f = self._file(key)
         if key not in self._months:
-            self._months[key] = _year_months(f.path, f.var("time", ("time",)))
+            self._months[key] = f.year_months()
         return self._index(f.path, self._months[key], (year, month), "(year, month)")
 
     def drivers(self, year: int, month: int) -> np.ndarray:
@@ -300,15 +479,11 @@ class WorldData:
         clim = self.climatology()
         anom_file = self._file("drivers_anomaly")
         t = self._monthly_index("drivers_anomaly", year, month)
-        anom = np.stack([anom_file.read(f"{n}_anom", ("time", "lat", "lon"), DRIVER_UNITS[n], index=t) for n in DRIVER_NAMES])
-        if anom.shape[1:] != self.coarse_grid.shape:
-            raise InputFileError(f"{anom_file.path}: variable 'tas_anom' is {anom.shape[1:]}, expected the coarse grid {self.coarse_grid.shape}")
+        anom = np.stack([anom_file.read(f"{n}_anom", TIME_LATLON, DRIVER_UNITS[n], index=t) for n in DRIVER_NAMES])
         return combine_drivers(clim[month - 1], anom, self.factor)
 
     def lai(self, year: int, month: int) -> np.ndarray:
+        """Observed LAI (H, W) m2 m-2; missing values are allowed off land, where they read 0."""
         f = self._file("lai_monthly")
         t = self._monthly_index("lai_monthly", year, month)
-        data = f.read("lai", ("time", "lat", "lon"), LAI_UNITS, index=t, valid=(0.0, 15.0))
-        if data.shape != self.fine_grid.shape:
-            raise InputFileError(f"{f.path}: variable 'lai' is {data.shape}, expected the fine grid {self.fine_grid.shape}")
-        return data
+        return f.read("lai", TIME_LATLON, LAI_UNITS, index=t, valid=(0.0, 15.0), fill=0.0, land=self.land_mask)

@@ -2,23 +2,29 @@
 
 Everything follows from one seed; the same seed gives byte-identical files.
 
-* **Terrain**: a sum of random plane waves evaluated on the unit sphere (seamless, and the same
-  continents at any resolution) with a power-law spectrum; the top 30 % (by area) is land.
-  Elevation grows inland with ridged mountains; ``slope`` is the mean sub-grid slope, taken as
-  the local relief (3×3 range) spread over 10 km hillslopes, times a
-  log-normal small-scale roughness. About 2 % of the land is inland water.
+* **Geography at any resolution and in any region**: every random field is a sum of random plane
+  waves on the unit sphere (seamless), standardised with its statistics on a fixed 1° reference
+  globe, and the land and lake thresholds are quantiles on that reference globe too. Operations on
+  neighbours (slope, continentality) run on the grid grown by a halo. A regional world
+  (``region``, snapped outward to whole coarse cells) therefore has the global world's land,
+  terrain, soil and climate at its place; its land use and anomalies are drawn for the region.
+* **Terrain**: the top 30 % (by area) of a power-law noise field is land. Elevation grows inland
+  with ridged mountains; ``slope`` is the mean sub-grid slope, taken as the local relief (3×3
+  range) spread over 10 km hillslopes, times a log-normal small-scale roughness. About 2 % of the
+  land is inland water.
 * **Climate** (fine, monthly climatology): sea-level temperature from a latitude profile,
   −6.5 K/km lapse rate, a seasonal cycle opposite in the two hemispheres whose amplitude grows
   with latitude and continentality; precipitation from an ITCZ / dry subtropics / storm-track
   profile that follows the sun, drier inland, wetter uphill; shortwave from daily top-of-atmosphere
   insolation times a cloudiness-dependent transmissivity. Interannual anomalies are on the coarse
-  grid: spatially smooth AR(1) monthly noise plus a 0.03 K/yr warming trend.
-* **Land-use scenario** (coarse, LUH2 states): group fractions per coarse cell start from a
-  development field (smooth noise + crop suitability) and evolve with regional expansion or
-  abandonment rates of cropland and pasture (taken from forest and natural land), urban growth
-  proportional to existing urban land, and yearly jitter. Fractions are **pixel-count fractions**:
-  a coarse cell of k×k fine cells with n land (non-water) cells gets integer group counts
-  (largest-remainder rounding of n × fractions) and each LUH2 group equals count / k².
+  grid: spatially smooth AR(1) monthly noise plus a 0.03 K/yr warming trend. The WorldClim
+  variables bio01, bio04, bio12 and bio15 are computed from the monthly climatology (no data over
+  ocean, as in WorldClim).
+* **Land-use scenario**: target group fractions per coarse cell start from a development field
+  (smooth noise + crop suitability) and evolve with regional expansion or abandonment rates of
+  cropland and pasture (taken from forest and natural land), urban growth proportional to existing
+  urban land, and yearly jitter. Per cell, the targets become integer pixel counts
+  (largest-remainder rounding over its land pixels that are not inland water).
 * **Fine maps** come from an allocation model: per coarse cell, the counts are placed on pixels
   by a greedy assignment of the best (pixel, group) scores. A score is a static suitability
   (urban: also attraction to last year's urban neighbours) plus a small yearly noise; last year's
@@ -27,7 +33,25 @@ Everything follows from one seed; the same seed gives byte-identical files.
   released by a shrinking group are those best suited to the growing ones. Natural pixels are
   grass/shrubland, or sparse/no vegetation where the aridity index P/PET < 0.2 (PET = 0.12·(T+5)
   mm/day, at least 0.3), the annual temperature is below −12 °C or the elevation exceeds 4500 m.
-  The maps therefore aggregate exactly to the LUH2 groups through the crosswalk.
+* **LUH2 states are area-weighted aggregates of the true fine maps**: a group's fraction in a
+  coarse cell is the area of its fine pixels there (``cell_area_weights``) over the area of the
+  cell, so the crosswalk aggregation (:meth:`datasets.WorldData.aggregate`) is exact. The group is
+  split into its states by fixed shares: primary/secondary by year, C3/C4 by temperature,
+  managed pasture/rangeland by rainfall. The crosswalk (:data:`datasets.LUH2_CROSSWALK`):
+
+  ======================================= ============== ===============================
+  LUH2 states                             group          HILDA+ classes
+  ======================================= ============== ===============================
+  primf, secdf                            forest         44 forest
+  primn, secdn                            natural        55 grass/shrubland, or 66 sparse
+  urban                                   urban          11 urban
+  c3ann, c4ann, c3per, c4per, c3nfx       cropland       22 cropland
+  pastr, range                            pasture        33 pasture/rangeland
+  (none)                                  (none)         0 ocean, 77 inland water
+  ======================================= ============== ===============================
+
+* **Observed maps**: the written HILDA+-style maps are the true maps with 0.1 % of the land pixels
+  per year set to 99 = no data (cloud gaps); the LUH2 states and LAI use the true maps.
 * **LAI**: per class, ``lai_min + (lai_max − lai_min) · f_T · f_W · f_R`` with a temperature
   logistic (growth above ~6 °C), a moisture limit that needs more rain when warmer and a light
   limit, times 5 % log-normal noise. Evergreen behaviour emerges where neither temperature nor
@@ -41,7 +65,7 @@ import netCDF4
 import numpy as np
 
 from . import datasets as ds
-from .grids import LatLonGrid, block_sum
+from .grids import LatLonGrid, Region, Window, block_sum
 
 LAND_SHARE = 0.30
 WATER_SHARE = 0.02
@@ -57,6 +81,15 @@ ALLOCATION_NOISE = 0.002
 LAI_RANGE = {ds.URBAN: (0.2, 1.2), ds.CROPLAND: (0.2, 4.5), ds.PASTURE: (0.3, 3.0), ds.FOREST: (1.0, 6.0),
              ds.GRASS: (0.2, 2.5), ds.SPARSE: (0.0, 0.4)}
 LAI_NOISE = 0.05
+NODATA_SHARE = 1e-3  # share of land pixels per year written as no data (cloud gaps) in the observed maps
+REFERENCE_GRID = LatLonGrid.global_grid(1.0)  # noise statistics and land/water thresholds come from it
+BIOCLIM_FILL = np.float32(-3.4e38)  # WorldClim's no-data value (ocean)
+BIOCLIM_ATTRS = {
+    "bio01": {"units": "degC", "long_name": "annual mean temperature (mean of the 12 monthly means)"},
+    "bio04": {"units": "degC", "long_name": "temperature seasonality (standard deviation of the 12 monthly means x 100)"},
+    "bio12": {"units": "mm", "long_name": "annual precipitation"},
+    "bio15": {"units": "percent", "long_name": "precipitation seasonality (coefficient of variation of the 12 monthly totals)"},
+}
 LUH2_LONG_NAMES = {
     "primf": "forested primary land", "primn": "non-forested primary land",
     "secdf": "potentially forested secondary land", "secdn": "potentially non-forested secondary land",
@@ -79,17 +112,34 @@ def _bell(x, mu, sd):
     return np.exp(-0.5 * ((x - mu) / sd) ** 2)
 
 
-def _wave_noise(grid: LatLonGrid, rng: np.random.Generator, freqs, exponent: float, waves: int = 24) -> np.ndarray:
-    """Isotropic noise on the sphere, standardised; its randomness does not depend on the grid."""
-    lat, lon = np.meshgrid(np.deg2rad(grid.lat), np.deg2rad(grid.lon), indexing="ij")
-    xyz = np.stack([np.cos(lat) * np.cos(lon), np.cos(lat) * np.sin(lon), np.sin(lat)], axis=-1)
-    total = np.zeros(grid.shape)
-    for f in freqs:
-        direction = rng.normal(size=(waves, 3))
-        direction /= np.linalg.norm(direction, axis=1, keepdims=True)
-        phase = rng.uniform(0.0, 2 * np.pi, waves)
-        total += f ** -exponent * np.cos(2 * np.pi * f * (xyz @ direction.T) + phase).sum(axis=-1)
-    return (total - total.mean()) / total.std()
+class _Noise:
+    """Isotropic noise on the sphere: a sum of random plane waves with a power-law spectrum.
+
+    Its randomness does not depend on any grid, and it is standardised with its mean and standard
+    deviation on :data:`REFERENCE_GRID`, so every grid (any resolution, any region) samples one field.
+    """
+
+    def __init__(self, rng: np.random.Generator, freqs, exponent: float, waves: int = 24):
+        self.terms = []
+        for f in freqs:
+            direction = rng.normal(size=(waves, 3))
+            direction /= np.linalg.norm(direction, axis=1, keepdims=True)
+            phase = rng.uniform(0.0, 2 * np.pi, waves)
+            self.terms.append((f ** -exponent, 2 * np.pi * f, direction, phase))
+        raw = self._raw(REFERENCE_GRID)
+        self.mean, self.std = raw.mean(), raw.std()
+        self.reference = (raw - self.mean) / self.std
+
+    def _raw(self, grid: LatLonGrid) -> np.ndarray:
+        lat, lon = np.meshgrid(np.deg2rad(grid.lat), np.deg2rad(grid.lon), indexing="ij")
+        xyz = np.stack([np.cos(lat) * np.cos(lon), np.cos(lat) * np.sin(lon), np.sin(lat)], axis=-1)
+        total = np.zeros(grid.shape)
+        for amplitude, wavenumber, direction, phase in self.terms:
+            total += amplitude * np.cos(wavenumber * (xyz @ direction.T) + phase).sum(axis=-1)
+        return total
+
+    def __call__(self, grid: LatLonGrid) -> np.ndarray:
+        return (self._raw(grid) - self.mean) / self.std
 
 
 def _area_quantile(values: np.ndarray, weights: np.ndarray, q: float) -> float:
@@ -98,12 +148,15 @@ def _area_quantile(values: np.ndarray, weights: np.ndarray, q: float) -> float:
     return float(values.ravel()[order][np.searchsorted(cum, q * cum[-1])])
 
 
-def _box_smooth(field: np.ndarray, radius: int, passes: int = 2) -> np.ndarray:
-    """Repeated box filter over the last two axes: longitude wraps, latitude edges replicate."""
+def _box_smooth(field: np.ndarray, radius: int, wrap: bool, passes: int = 2) -> np.ndarray:
+    """Repeated box filter over the last two axes: longitude wraps when ``wrap``, other edges replicate."""
     out = field.astype(np.float64)
     n = 2 * radius + 1
     for _ in range(passes):
-        padded = np.concatenate([out[..., -radius:], out, out[..., :radius]], axis=-1)
+        if wrap:
+            padded = np.concatenate([out[..., -radius:], out, out[..., :radius]], axis=-1)
+        else:
+            padded = np.pad(out, [(0, 0)] * (out.ndim - 1) + [(radius, radius)], mode="edge")
         c = np.cumsum(np.pad(padded, [(0, 0)] * (out.ndim - 1) + [(1, 0)]), axis=-1)
         out = (c[..., n:] - c[..., :-n]) / n
         padded = np.pad(out, [(0, 0)] * (out.ndim - 2) + [(radius, radius), (0, 0)], mode="edge")
@@ -112,34 +165,65 @@ def _box_smooth(field: np.ndarray, radius: int, passes: int = 2) -> np.ndarray:
     return out
 
 
-def _neighbourhood(field: np.ndarray) -> np.ndarray:
-    """The 3×3 neighbourhood (9, H, W) of each cell: longitude wraps, latitude edges replicate."""
-    padded = np.pad(field, ((1, 1), (0, 0)), mode="edge")
-    return np.stack([np.roll(padded, -di, axis=1)[1 + dj:1 + dj + field.shape[0]] for dj in (-1, 0, 1) for di in (-1, 0, 1)])
+def _neighbourhood(field: np.ndarray, wrap: bool) -> np.ndarray:
+    """The 3×3 neighbourhood (9, H, W) of each cell: longitude wraps when ``wrap``, other edges replicate."""
+    padded = np.pad(field, ((1, 1), (1, 1)), mode="edge")
+    if wrap:
+        padded[:, 0], padded[:, -1] = padded[:, -2], padded[:, 1]
+    h, w = field.shape
+    return np.stack([padded[1 + dj:1 + dj + h, 1 + di:1 + di + w] for dj in (-1, 0, 1) for di in (-1, 0, 1)])
 
 
-def _neighbour_share(mask: np.ndarray) -> np.ndarray:
+def _neighbour_share(mask: np.ndarray, wrap: bool) -> np.ndarray:
     """Share of the 8 neighbours that are set."""
-    return (_neighbourhood(mask.astype(np.float64)).sum(axis=0) - mask) / 8.0
+    return (_neighbourhood(mask.astype(np.float64), wrap).sum(axis=0) - mask) / 8.0
+
+
+def _padded(grid: LatLonGrid, halo: int) -> tuple[LatLonGrid, Window]:
+    """``grid`` grown by ``halo`` cells on each side (not beyond the poles; a whole circle of longitude
+    at most), and the window of ``grid`` in it."""
+    south = min(halo, round((grid.lat0 + 90.0) / grid.dlat))
+    north = min(halo, round((90.0 - grid.lat0) / grid.dlat) - grid.nlat)
+    full_circle = round(360.0 / grid.dlon)
+    west = 0 if grid.nlon + 2 * halo >= full_circle else halo
+    nlon = full_circle if west == 0 else grid.nlon + 2 * halo
+    grown = LatLonGrid(grid.nlat + south + north, nlon, grid.lat0 - south * grid.dlat, grid.lon0 - west * grid.dlon,
+                       grid.dlat, grid.dlon)
+    return grown, grown.window(grid.region)
 
 
 def _terrain(grid: LatLonGrid, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    weights = grid.cell_area_weights()
-    shape = _wave_noise(grid, rng, freqs=(0.6, 1.2, 2.4, 4.8, 9.6), exponent=1.4)
-    ridges = 1.0 - np.abs(_wave_noise(grid, rng, freqs=(2.0, 4.0, 8.0), exponent=0.8))
-    lakes = _wave_noise(grid, rng, freqs=(6.0, 12.0, 24.0), exponent=0.5)
-    roughness = np.exp(0.4 * _wave_noise(grid, rng, freqs=(16.0, 32.0, 64.0), exponent=0.0))
-    threshold = _area_quantile(shape, weights, 1.0 - LAND_SHARE)
+    """Land, inland water, elevation, slope and continentality on ``grid``.
+
+    Thresholds come from the reference grid and the neighbourhood operations run on ``grid`` grown by
+    a halo, so a regional grid gets the global world's values at its place.
+    """
+    shape_noise = _Noise(rng, freqs=(0.6, 1.2, 2.4, 4.8, 9.6), exponent=1.4)
+    ridge_noise = _Noise(rng, freqs=(2.0, 4.0, 8.0), exponent=0.8)
+    lake_noise = _Noise(rng, freqs=(6.0, 12.0, 24.0), exponent=0.5)
+    roughness_noise = _Noise(rng, freqs=(16.0, 32.0, 64.0), exponent=0.0)
+    ref_weights = REFERENCE_GRID.cell_area_weights()
+    threshold = _area_quantile(shape_noise.reference, ref_weights, 1.0 - LAND_SHARE)
+    summit = shape_noise.reference.max()
+    ref_land = shape_noise.reference > threshold
+    lake_threshold = _area_quantile(np.where(ref_land, lake_noise.reference, -np.inf), ref_weights,
+                                    1.0 - WATER_SHARE * LAND_SHARE)
+
+    radius = max(1, round(6.0 / grid.dlat))  # continentality: share of land within ~10 degrees
+    grown, inner = _padded(grid, halo=2 * radius)  # two box passes reach 2 * radius cells
+    shape = shape_noise(grown)
     land = shape > threshold
-    inland = np.clip((shape - threshold) / (shape.max() - threshold), 0.0, 1.0)
+    inland = np.clip((shape - threshold) / (summit - threshold), 0.0, 1.0)
+    ridges = 1.0 - np.abs(ridge_noise(grown))
     elevation = np.where(land, 20.0 + 1800.0 * inland ** 1.3 + 4500.0 * np.sqrt(inland) * np.clip(ridges, 0, 1) ** 4, 0.0)
-    water = land & (elevation < 2000.0) & (lakes > _area_quantile(np.where(land, lakes, -np.inf), weights, 1.0 - WATER_SHARE * LAND_SHARE))
-    around = _neighbourhood(elevation)
+    water = land & (elevation < 2000.0) & (lake_noise(grown) > lake_threshold)
+    around = _neighbourhood(elevation, grown.is_global)
     relief = around.max(axis=0) - around.min(axis=0)
+    roughness = np.exp(0.4 * roughness_noise(grown))
     slope = np.where(land, np.degrees(np.arctan(roughness * relief / 10_000.0)), 0.0)
-    radius = max(1, round(6.0 / grid.dlat))
-    continentality = _box_smooth(land, radius)  # share of land within ~10 degrees
-    return {"land": land, "water": water, "elevation": elevation, "slope": slope, "continentality": continentality}
+    continentality = _box_smooth(land, radius, wrap=grown.is_global)
+    return {name: inner.take(field) for name, field in
+            {"land": land, "water": water, "elevation": elevation, "slope": slope, "continentality": continentality}.items()}
 
 
 def _insolation(lat_deg: np.ndarray, doy: float) -> np.ndarray:
@@ -162,8 +246,8 @@ def _climatology(grid: LatLonGrid, terrain: dict, rng: np.random.Generator) -> n
     lat = np.repeat(grid.lat[:, None], grid.nlon, axis=1)
     hemi = np.sign(lat)
     elev, cont = terrain["elevation"], np.where(terrain["land"], terrain["continentality"], 0.0)
-    t_regional = 1.5 * _wave_noise(grid, rng, freqs=(1.0, 2.0, 4.0), exponent=1.0)
-    p_regional = np.exp(0.35 * _wave_noise(grid, rng, freqs=(1.0, 2.0, 4.0, 8.0), exponent=0.8))
+    t_regional = 1.5 * _Noise(rng, freqs=(1.0, 2.0, 4.0), exponent=1.0)(grid)
+    p_regional = np.exp(0.35 * _Noise(rng, freqs=(1.0, 2.0, 4.0, 8.0), exponent=0.8)(grid))
     t_annual = 299.0 - 55.0 * (lat / 90.0) ** 2 + t_regional - LAPSE_RATE * elev
     amplitude = (1.0 + 13.0 * np.abs(np.sin(np.deg2rad(lat)))) * (0.4 + 0.9 * cont)
     out = np.empty((12, 3) + grid.shape)
@@ -183,7 +267,7 @@ def _annual_mean(monthly: np.ndarray) -> np.ndarray:
 
 
 def _soil_quality(grid, terrain, t_c, p_mm, rng) -> np.ndarray:
-    base = np.clip(0.55 + 0.2 * _wave_noise(grid, rng, freqs=(2.0, 4.0, 8.0, 16.0, 32.0, 64.0), exponent=0.3), 0.0, 1.0)
+    base = np.clip(0.55 + 0.2 * _Noise(rng, freqs=(2.0, 4.0, 8.0, 16.0, 32.0, 64.0), exponent=0.3)(grid), 0.0, 1.0)
     quality = base * (1 - np.exp(-p_mm / 0.7)) * _sigmoid((t_c + 5.0) / 3.0) * (1 - 0.5 * np.clip(terrain["slope"] / 20.0, 0, 1))
     return np.where(terrain["land"], quality, 0.0)
 
@@ -231,10 +315,10 @@ def _largest_remainder(fractions: np.ndarray, n: np.ndarray) -> np.ndarray:
 def _scenario_fractions(coarse: LatLonGrid, suit_c: np.ndarray, forest_potential: np.ndarray, years: int,
                         rng: np.random.Generator) -> np.ndarray:
     """Group fractions of the land (non-water) area per coarse cell: (years, 5, Hc*Wc)."""
-    dev_noise = _wave_noise(coarse, rng, freqs=(1.0, 2.0, 4.0), exponent=1.0).ravel()
+    dev_noise = _Noise(rng, freqs=(1.0, 2.0, 4.0), exponent=1.0)(coarse).ravel()
     # Regional trends of cropland and pasture: two smooth fields each, rotating over 30 years, so
     # regions move between expansion and abandonment.
-    trends = np.stack([_wave_noise(coarse, rng, freqs=(1.0, 2.0, 4.0), exponent=1.0).ravel() for _ in range(4)])
+    trends = np.stack([_Noise(rng, freqs=(1.0, 2.0, 4.0), exponent=1.0)(coarse).ravel() for _ in range(4)])
     _, _, s_urban, s_crop, s_pasture = suit_c
     development = _sigmoid(1.8 * dev_noise + 6.0 * (s_crop - 0.25))
     city = rng.random(dev_noise.size) < 0.06 * development
@@ -301,7 +385,7 @@ def _allocate(scores: np.ndarray, counts: np.ndarray, valid: np.ndarray) -> np.n
     return group
 
 
-def _allocation_scores(static_scores: np.ndarray, previous: np.ndarray, counts: np.ndarray, k: int,
+def _allocation_scores(static_scores: np.ndarray, previous: np.ndarray, counts: np.ndarray, k: int, wrap: bool,
                        rng: np.random.Generator) -> np.ndarray:
     """Scores (cells, k*k, 5) of each (pixel, group) for the allocation of ``counts`` after map ``previous``.
 
@@ -309,7 +393,7 @@ def _allocation_scores(static_scores: np.ndarray, previous: np.ndarray, counts: 
     pressure (best suited to a growing group of their cell, relative to their own) are released.
     """
     scores = static_scores.copy()
-    scores[..., 2] = 0.35 * scores[..., 2] + 0.65 * _blocks(_neighbour_share(previous == 2), k)
+    scores[..., 2] = 0.35 * scores[..., 2] + 0.65 * _blocks(_neighbour_share(previous == 2, wrap), k)
     scores += ALLOCATION_NOISE * rng.normal(size=scores.shape)
     kept = _blocks(previous, k)[..., None] == np.arange(5)
     growing = counts > kept.sum(axis=1)
@@ -318,15 +402,14 @@ def _allocation_scores(static_scores: np.ndarray, previous: np.ndarray, counts: 
     return scores + kept * (PERSISTENCE_BONUS - pressure[..., None])
 
 
-def _landuse_history(fine: LatLonGrid, coarse: LatLonGrid, terrain, static, nyears, rng_scenario, rng_alloc):
-    """Integer group counts (years, cells, 5) and fine class maps (years, H, W) uint8."""
+def _land_use_maps(fine: LatLonGrid, coarse: LatLonGrid, terrain, static, nyears, rng_scenario, rng_alloc):
+    """Yields the true class map (H, W) uint8 of each year."""
     k = coarse.refinement_factor(fine)
     t_c, p_mm = static["tas_annual"] - 273.15, static["pr_annual"] / MM_DAY
     valid = terrain["land"] & ~terrain["water"]
     suit = _suitability(terrain, static["soil_quality"], t_c, p_mm)
     n_valid = _blocks(valid, k).sum(axis=1)
-    has_land = n_valid > 0
-    suit_c = np.where(has_land, (_blocks(suit, k) * _blocks(valid, k)).sum(axis=2) / np.maximum(n_valid, 1), 0.0)
+    suit_c = np.where(n_valid > 0, (_blocks(suit, k) * _blocks(valid, k)).sum(axis=2) / np.maximum(n_valid, 1), 0.0)
     forest_potential = suit_c[0]
     fractions = _scenario_fractions(coarse, suit_c, forest_potential, nyears, rng_scenario)
     sparse = _is_sparse(terrain, t_c, p_mm)
@@ -335,25 +418,22 @@ def _landuse_history(fine: LatLonGrid, coarse: LatLonGrid, terrain, static, nyea
     valid_b = _blocks(valid, k)
     static_scores = np.moveaxis(_blocks(suit, k), 0, -1)  # (cells, k*k, 5)
     previous = np.where(suit[0] > 0.5, 0, 1)  # potential natural vegetation: forest or natural
-    counts, maps = [], []
     for year in range(nyears):
-        c = _largest_remainder(fractions[year].T, n_valid)
-        scores = _allocation_scores(static_scores, previous, c, k, rng_alloc)
-        group = _unblocks(_allocate(scores, c, valid_b), k, fine.shape)
+        counts = _largest_remainder(fractions[year].T, n_valid)
+        scores = _allocation_scores(static_scores, previous, counts, k, fine.is_global, rng_alloc)
+        group = _unblocks(_allocate(scores, counts, valid_b), k, fine.shape)
         codes = np.where(group >= 0, group_code[np.maximum(group, 0)], ds.OCEAN).astype(np.uint8)
         codes[(codes == ds.GRASS) & sparse] = ds.SPARSE
         codes[terrain["water"]] = ds.WATER
-        counts.append(c)
-        maps.append(codes)
         previous = np.where(group >= 0, group, -1)
-    return np.stack(counts), np.stack(maps), has_land
+        yield codes
 
 
 def _anomalies(coarse: LatLonGrid, clim_coarse: np.ndarray, nyears: int, rng: np.random.Generator) -> np.ndarray:
     """Monthly coarse anomalies (months, 3, Hc, Wc): smooth AR(1) noise and a warming trend."""
     months = 12 * nyears
     radius = max(1, round(8.0 / coarse.dlat))
-    noise = _box_smooth(rng.normal(size=(months, 3) + coarse.shape), radius)
+    noise = _box_smooth(rng.normal(size=(months, 3) + coarse.shape), radius, wrap=coarse.is_global)
     noise /= noise.std(axis=(0, 2, 3), keepdims=True)
     a = np.empty_like(noise)
     a[0] = noise[0]
@@ -421,32 +501,58 @@ def _write(path: Path, grid: LatLonGrid, title: str, seed: int, variables: dict,
     return path
 
 
+def _bioclim(clim: np.ndarray) -> dict[str, np.ndarray]:
+    """WorldClim bioclimatic variables from the monthly climatology (12, 3, H, W), as dismo::biovars
+    computes them: standard deviations over the 12 months use n - 1."""
+    t_c = clim[:, 0] - 273.15
+    p_mm = clim[:, 1] / MM_DAY * NOLEAP_DAYS[:, None, None]  # monthly totals
+    p_cv = p_mm + 1.0  # +1 mm keeps the coefficient of variation finite in deserts
+    return {"bio01": t_c.mean(axis=0), "bio04": 100.0 * t_c.std(axis=0, ddof=1), "bio12": p_mm.sum(axis=0),
+            "bio15": 100.0 * p_cv.std(axis=0, ddof=1) / p_cv.mean(axis=0)}
+
+
 def make_world(out_dir: str | Path, *, seed: int = 0, first_year: int = 2015, last_year: int = 2034,
-               fine_res: float = 1.0, coarse_res: float = 4.0) -> dict[str, Path]:
-    """Write the six world files into ``out_dir``; returns file key → path (keys of :data:`datasets.FILE_NAMES`)."""
+               fine_res: float = 1.0, coarse_res: float = 4.0, region: Region | None = None,
+               progress: bool = False) -> dict[str, Path]:
+    """Write the world files into ``out_dir``; returns file key → path (keys of :data:`datasets.FILE_NAMES`).
+
+    ``region`` (snapped outward to whole coarse cells) makes the world on that box only, with the
+    global world's geography there; ``progress`` shows a progress bar over the years.
+    """
+    from tqdm import tqdm
+
     if last_year < first_year:
         raise ValueError(f"last_year {last_year} is before first_year {first_year}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    fine, coarse = LatLonGrid.global_grid(fine_res), LatLonGrid.global_grid(coarse_res)
-    k = coarse.refinement_factor(fine)
+    fine_global, coarse_global = LatLonGrid.global_grid(fine_res), LatLonGrid.global_grid(coarse_res)
+    k = coarse_global.refinement_factor(fine_global)
+    region = coarse_global.snap(region) if region is not None else coarse_global.region
+    fine, coarse = fine_global.window(region).grid, coarse_global.window(region).grid
     nyears = last_year - first_year + 1
-    rng_terrain, rng_soil, rng_climate, rng_anom, rng_scen, rng_alloc, rng_lai = (
-        np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(7))
+    rng_terrain, rng_soil, rng_climate, rng_anom, rng_scen, rng_alloc, rng_lai, rng_gaps = (
+        np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(8))
 
     terrain = _terrain(fine, rng_terrain)
     clim = _climatology(fine, terrain, rng_climate)
     static = {"tas_annual": _annual_mean(clim[:, 0]), "pr_annual": _annual_mean(clim[:, 1])}
     t_c, p_mm = static["tas_annual"] - 273.15, static["pr_annual"] / MM_DAY
     static["soil_quality"] = _soil_quality(fine, terrain, t_c, p_mm, rng_soil)
-    counts, maps, has_land = _landuse_history(fine, coarse, terrain, static, nyears, rng_scen, rng_alloc)
     anomalies = _anomalies(coarse, block_sum(clim, k) / k**2, nyears, rng_anom)
 
+    area = fine.cell_area_weights()
+    groups = np.empty((nyears, len(ds.SCENARIO_GROUPS)) + coarse.shape)
+    observed = np.empty((nyears,) + fine.shape, dtype=np.uint8)
     lai = np.empty((12 * nyears,) + fine.shape, dtype=np.float32)
-    for t in range(12 * nyears):
-        drivers = ds.combine_drivers(clim[t % 12], anomalies[t], k)
-        noise = np.exp(LAI_NOISE * rng_lai.normal(size=fine.shape) - 0.5 * LAI_NOISE**2)
-        lai[t] = lai_from_climate(maps[t // 12], drivers) * noise
+    years = _land_use_maps(fine, coarse, terrain, static, nyears, rng_scen, rng_alloc)
+    for y, codes in enumerate(tqdm(years, total=nyears, desc="make-data", unit="year", disable=not progress)):
+        groups[y] = ds.group_fractions(codes, k, area)  # LUH2 states: area fractions of the true map
+        for m in range(12):
+            drivers = ds.combine_drivers(clim[m], anomalies[12 * y + m], k)
+            noise = np.exp(LAI_NOISE * rng_lai.normal(size=fine.shape) - 0.5 * LAI_NOISE**2)
+            lai[12 * y + m] = lai_from_climate(codes, drivers) * noise
+        gaps = (rng_gaps.random(fine.shape) < NODATA_SHARE) & terrain["land"]  # cloud gaps, observed maps only
+        observed[y] = np.where(gaps, ds.NODATA, codes)
 
     paths = {key: out_dir / name for key, name in ds.FILE_NAMES.items()}
     coord = {"coordinates": "lat lon"}
@@ -461,23 +567,28 @@ def make_world(out_dir: str | Path, *, seed: int = 0, first_year: int = 2015, la
                   {"units": "degree", "long_name": "mean sub-grid terrain slope"}),
         "soil_quality": (("lat", "lon"), f32(static["soil_quality"]), "f4",
                          {"units": "1", "long_name": "soil quality index (0 poor, 1 best)"}),
-        "tas_annual": (("lat", "lon"), f32(static["tas_annual"]), "f4",
-                       {"units": "K", "standard_name": "air_temperature", "long_name": "annual mean near-surface air temperature"}),
-        "pr_annual": (("lat", "lon"), f32(static["pr_annual"]), "f4",
-                      {"units": "kg m-2 s-1", "standard_name": "precipitation_flux", "long_name": "annual mean precipitation"}),
     })
 
-    states = _luh2_states(coarse, counts, has_land, static, k)
+    bioclim = _bioclim(clim)
+    _write(paths["bioclim"], fine, "WorldClim-style bioclimatic variables", seed, {
+        name: (("lat", "lon"), f32(np.where(terrain["land"], bioclim[name], BIOCLIM_FILL)), "f4",
+               dict(attrs, _FillValue=BIOCLIM_FILL))
+        for name, attrs in BIOCLIM_ATTRS.items()
+    })
+
+    has_land = block_sum(terrain["land"] & ~terrain["water"], k) > 0
+    states = _luh2_states(groups, has_land, static, k)
     _write(paths["luh2_states"], coarse, "LUH2-style land-use states", seed, {
         name: (("time", "lat", "lon"), values, "f4",
                {"units": "1", "standard_name": "area_fraction", "long_name": LUH2_LONG_NAMES[name], "_FillValue": np.float32(1e20)})
         for name, values in states.items()
     }, time=(np.arange(nyears, dtype=float), f"years since {first_year}-01-01 0:0:0", None))
 
-    flag = {"flag_values": ds.CLASS_CODES, "flag_meanings": " ".join(n for _, n in ds.LANDUSE_CLASSES),
+    flag = {"flag_values": np.append(ds.CLASS_CODES, np.uint8(ds.NODATA)),
+            "flag_meanings": " ".join(n for _, n in ds.LANDUSE_CLASSES) + " no_data",
             "long_name": "HILDA+ land-use / land-cover class", **coord}
     _write(paths["lulc_maps"], fine, "HILDA+-style annual land-use / land-cover maps", seed,
-           {"lulc": (("time", "lat", "lon"), maps, "u1", flag)},
+           {"lulc": (("time", "lat", "lon"), observed, "u1", flag)},
            time=(np.arange(nyears, dtype=float), f"years since {first_year}-01-01 0:0:0", None))
 
     _write(paths["drivers_climatology"], fine, "monthly climatology of the land-surface drivers", seed, {
@@ -502,16 +613,16 @@ def make_world(out_dir: str | Path, *, seed: int = 0, first_year: int = 2015, la
     return paths
 
 
-def _luh2_states(coarse: LatLonGrid, counts: np.ndarray, has_land: np.ndarray, static: dict, k: int) -> dict:
-    """Split the group counts into the 12 LUH2 states (years, Hc, Wc), fill value over ocean."""
-    nyears = counts.shape[0]
-    groups = counts.astype(np.float64) / k**2  # (years, cells, 5)
-    t_c = block_sum(static["tas_annual"], k).ravel() / k**2 - 273.15
-    p_mm = block_sum(static["pr_annual"], k).ravel() / k**2 / MM_DAY
-    primary = np.clip(0.7 - 0.015 * np.arange(nyears)[:, None], 0.05, 0.95)  # secondary land grows
+def _luh2_states(groups: np.ndarray, has_land: np.ndarray, static: dict, k: int) -> dict:
+    """Split the group area fractions (years, 5, Hc, Wc) into the 12 LUH2 states (years, Hc, Wc), fill value
+    where a coarse cell has no land outside inland water."""
+    nyears = groups.shape[0]
+    t_c = block_sum(static["tas_annual"], k) / k**2 - 273.15
+    p_mm = block_sum(static["pr_annual"], k) / k**2 / MM_DAY
+    primary = np.clip(0.7 - 0.015 * np.arange(nyears), 0.05, 0.95)[:, None, None]  # secondary land grows
     c4 = 0.6 * _sigmoid((t_c - 22.0) / 3.0)
     rangeland = _sigmoid((1.0 - p_mm) / 0.4)
-    forest, natural, urban, crop, pasture = np.moveaxis(groups, -1, 0)
+    forest, natural, urban, crop, pasture = np.moveaxis(groups, 1, 0)
     parts = {
         "primf": forest * primary, "secdf": forest * (1 - primary),
         "primn": natural * primary, "secdn": natural * (1 - primary),
@@ -521,5 +632,4 @@ def _luh2_states(coarse: LatLonGrid, counts: np.ndarray, has_land: np.ndarray, s
         "pastr": pasture * (1 - rangeland), "range": pasture * rangeland,
     }
     fill = np.float32(1e20)
-    return {name: np.where(has_land, parts[name], fill).astype(np.float32).reshape((nyears,) + coarse.shape)
-            for name in ds.LUH2_STATES}
+    return {name: np.where(has_land, parts[name], fill).astype(np.float32) for name in ds.LUH2_STATES}

@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..datasets import CLASS_CODES, CLASS_INDEX, GROUP_OF_CLASS, LANDUSE_CLASSES, NODATA, SCENARIO_GROUPS
+from ..datasets import CLASS_CODES, CLASS_INDEX, GROUP_OF_CLASS, LANDUSE_CLASSES, NODATA, SCENARIO_GROUPS, group_fractions
 from ..errors import EmulatorError
 from ..grids import block_sum, upsample_blocks
 from .checkpoint import Emulator
@@ -77,8 +77,9 @@ def one_hot_classes(codes: np.ndarray) -> np.ndarray:
 
 def group_shares(class_fractions: np.ndarray, area: np.ndarray, factor: int) -> np.ndarray:
     """Area-weighted share of each scenario group in each coarse cell, (5, Hc, Wc) float64, from class
-    fractions (8, H, W): a one-hot map or probabilities (ocean, water and no-data count in no group).
-    This is what :meth:`LandUseEmulator.conserve` makes equal to the scenario."""
+    probabilities (8, H, W) (ocean and water count in no group; for a class map see
+    :func:`~ai4land_coupler.datasets.group_fractions`). :meth:`LandUseEmulator.conserve` makes it
+    equal to the scenario."""
     groups = _GROUP_MATRIX[:, :len(SCENARIO_GROUPS)] * (CLASS_CODES != 0)[:, None]
     mass = np.tensordot(groups.T, np.asarray(class_fractions, dtype=np.float64), axes=1) * area
     return block_sum(mass, factor) / block_sum(np.asarray(area, dtype=np.float64), factor)
@@ -100,7 +101,7 @@ def landuse_features(scenario_fine: np.ndarray, static: dict, prev_map: np.ndarr
         raise EmulatorError(f"static fields {missing} are missing (have {sorted(static)})")
     if np.shape(area) != (h, w):
         raise EmulatorError(f"area has shape {np.shape(area)}, expected {(h, w)}")
-    previous = upsample_blocks(group_shares(one_hot_classes(prev_map), area, factor), factor)
+    previous = upsample_blocks(group_fractions(prev_map, factor, area), factor)
     row, col = ((np.arange(n) % factor + 0.5) / factor - 0.5 for n in (h, w))
     position = np.stack(np.meshgrid(row, col, indexing="ij")).astype(np.float32)
     return np.concatenate([

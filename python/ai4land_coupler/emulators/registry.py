@@ -31,3 +31,19 @@ def load_emulator(kind: str, name_or_path: str | Path, device: str | torch.devic
     except (RuntimeError, TypeError) as exc:
         raise EmulatorError(f"invalid torch device {device!r}: {exc}") from exc
     return EMULATOR_TYPES[kind].from_checkpoint(emulator_path(name_or_path), device)
+
+
+def describe_shipped() -> list[dict]:
+    """One row per shipped emulator: name, kind, inputs, held-out skill (from the metadata; no weights loaded)."""
+    import json
+
+    from .checkpoint import checkpoint_paths
+
+    rows = []
+    for name, kind in sorted(SHIPPED.items()):
+        meta = json.loads(checkpoint_paths(WEIGHTS_DIR / name)[1].read_text())
+        rows.append({"name": name, "kind": kind, "channels": len(meta["channels"]),
+                     "film": meta["architecture"].get("film_names", []),
+                     "resolution_deg": meta.get("fine_resolution_deg"),
+                     "metrics": meta.get("metrics", {}), "software_version": meta.get("software_version")})
+    return rows

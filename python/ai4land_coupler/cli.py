@@ -1,4 +1,4 @@
-"""``ai4land`` command line: make-data, train, mock-host, plot, check-namelist, codegen."""
+"""``ai4land`` command line: make-data, train, evaluate, emulators, mock-host, plot, check-namelist, codegen."""
 from __future__ import annotations
 
 import argparse
@@ -10,20 +10,74 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def _make_data(args) -> int:
+    from .datasets import WorldData
     from .world import make_world
 
     paths = make_world(args.out, seed=args.seed, first_year=args.first_year, last_year=args.last_year,
-                       fine_res=args.fine_res, coarse_res=args.coarse_res)
+                       fine_res=args.fine_res, coarse_res=args.coarse_res, region=args.region, progress=True)
     for name, path in paths.items():
         print(f"{name:>22}: {path}")
+    with WorldData.open(args.out) as world:  # reads the files back, and says which box they cover
+        print(f"{'region':>22}: {world.region} (lat_min,lat_max,lon_min,lon_max)")
     return 0
 
 
 def _train(args) -> int:
+    from .evaluation import markdown_tables
     from .training import main_train
 
-    metrics = main_train(args.world, args.out, args.kind, epochs=args.epochs, seed=args.seed, threads=args.threads)
-    print(json.dumps(metrics, indent=2))
+    given = {"steps_per_epoch": args.steps_per_epoch, "batch_size": args.batch_size, "widths": args.widths, "tile": args.tile}
+    metrics = main_train(args.world, args.out, args.kind, epochs=args.epochs, seed=args.seed, threads=args.threads,
+                         device=args.device, **{k: v for k, v in given.items() if v is not None})
+    for kind, splits in (metrics or {}).items():  # None on ranks other than 0
+        print(f"## {kind}: held-out skill\n\n{markdown_tables(kind, splits)}")
+    return 0
+
+
+def _region(text: str):
+    """A :class:`~ai4land_coupler.grids.Region` from 'lat_min,lat_max,lon_min,lon_max' (argparse type)."""
+    from .grids import Region
+
+    try:
+        return Region.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _emulators(args) -> int:
+    """The shipped emulators: name, kind, inputs and held-out skill, from their metadata."""
+    from .emulators.registry import describe_shipped
+
+    for row in describe_shipped():
+        film = f", FiLM on {', '.join(row['film'])}" if row["film"] else ""
+        print(f"{row['name']} ({row['kind']}): {row['channels']} input channels{film}, "
+              f"{row['resolution_deg']} degree grid, software {row['software_version']}")
+        for split, result in row["metrics"].items():
+            model = result["methods"]["model"]
+            skill = (f"accuracy {model['accuracy']:.4f}, mIoU {model['miou']:.4f}" if "miou" in model
+                     else f"RMSE {model['rmse']:.3f}, R2 {model['r2']:.3f}")
+            print(f"    {result['description']}: {skill}")
+    print("Choose one in &ai4land_nml with landuse_emulator / lai_emulator = '<name>' or a path to a checkpoint.")
+    return 0
+
+
+def _evaluate(args) -> int:
+    from .errors import Ai4LandError
+    from .evaluation import evaluate_checkpoint, markdown_report
+    from .training import resolve_device
+
+    try:
+        report = evaluate_checkpoint(args.kind, args.emulator, args.world, years=args.years, region=args.region,
+                                     device=resolve_device(args.device))
+    except (Ai4LandError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    text = markdown_report(report)
+    print(text)
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=1) + "\n")
+    if args.markdown:
+        Path(args.markdown).write_text(text + "\n")
     return 0
 
 
@@ -97,6 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--last-year", type=int, default=2034)
     s.add_argument("--fine-res", type=float, default=1.0, help="emulator grid spacing (degrees)")
     s.add_argument("--coarse-res", type=float, default=4.0, help="scenario grid spacing (degrees)")
+    s.add_argument("--region", type=_region, default=None, metavar="LAT_MIN,LAT_MAX,LON_MIN,LON_MAX",
+                   help="make the world on this box only (degrees, snapped outward to whole coarse cells; "
+                        "write --region=-10,10,170,-170 when it starts with a minus sign)")
     s.set_defaults(func=_make_data)
 
     s = sub.add_parser("train", help="train the emulators on a world made by make-data")
@@ -105,8 +162,30 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--kind", choices=("landuse", "lai", "all"), default="all")
     s.add_argument("--epochs", type=int, default=None, help="default: as for the shipped emulators (40 / 30)")
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--threads", type=int, default=2, help="torch threads")
+    s.add_argument("--threads", type=int, default=None, help="torch threads per process (default: 2 // processes, at least 1)")
+    s.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="auto: cuda:LOCAL_RANK when torch sees a GPU, else CPU")
+    s.add_argument("--steps-per-epoch", type=int, default=None, help="default 50")
+    s.add_argument("--batch-size", type=int, default=None, help="global batch, split over the torchrun processes (default 16)")
+    s.add_argument("--widths", type=int, nargs=4, default=None, metavar="W", help="U-Net widths (default 16 32 64 96)")
+    s.add_argument("--tile", type=int, default=None, help="training window edge, a multiple of 8 (default 64)")
     s.set_defaults(func=_train)
+
+    s = sub.add_parser("evaluate", help="held-out skill of an emulator against baselines, as coupled (tiled inference)")
+    s.add_argument("--kind", choices=("landuse", "lai"), required=True)
+    s.add_argument("--emulator", required=True, help="shipped name or checkpoint path")
+    s.add_argument("--world", required=True)
+    s.add_argument("--years", type=int, nargs="+", default=None, help="held-out years (default: from the checkpoint)")
+    s.add_argument("--region", type=_region, default=None, metavar="LAT_MIN,LAT_MAX,LON_MIN,LON_MAX",
+                   help="held-out region (default: from the checkpoint; write --region=-25,20,-85,-30 when it starts "
+                        "with a minus sign)")
+    s.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu", help="default cpu: the same bits on any machine")
+    s.add_argument("--json", default=None, help="write the report as JSON")
+    s.add_argument("--markdown", default=None, help="write the tables as markdown")
+    s.set_defaults(func=_evaluate)
+
+    s = sub.add_parser("emulators", help="list the shipped emulators and their held-out skill")
+    s.set_defaults(func=_emulators)
 
     s = sub.add_parser("mock-host", help="run the Python mock host (under mpirun for several ranks)")
     s.add_argument("namelist")

@@ -23,6 +23,7 @@ FORMAT = "ai4land-emulator"
 FORMAT_VERSION = 1
 PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin")
 PICKLE_MAGIC = (b"\x80", b"PK\x03\x04")  # pickle protocol ≥ 2, torch.save zip archive
+SAFETENSORS_HEADER_START = b"{"  # after the 8-byte header length
 REQUIRED_META = ("kind", "architecture", "channels", "normalisation", "tile_size")
 
 
@@ -60,8 +61,8 @@ def read_checkpoint(path: str | Path, kind: str) -> tuple[dict[str, torch.Tensor
     if not weights.is_file():
         raise EmulatorError(f"{weights}: emulator weights not found")
     with open(weights, "rb") as f:
-        head = f.read(8)
-    if head.startswith(PICKLE_MAGIC):
+        head = f.read(9)
+    if head.startswith(PICKLE_MAGIC) and head[8:9] != SAFETENSORS_HEADER_START:
         raise EmulatorError(f"{weights}: looks like a pickle/torch.save file; refusing to unpickle (safetensors only)")
     if not sidecar.is_file():
         raise EmulatorError(f"{sidecar}: emulator metadata (JSON sidecar) not found")

@@ -239,7 +239,7 @@ class Component:
             probs = em.finish(self._predict(em, em.inputs(scenario, self.world.static, self.fine_map, self.fine_area)))
             probs = em.conserve(em.apply_mask(probs, land), scenario, land, self.fine_area)
             self._check_conservation(year, probs, scenario)
-            self.fine_map = em.allocate(probs, scenario, land, self.fine_area)
+            self.fine_map = em.allocate(probs, scenario, land, self.fine_area, self.fine_map)
             uncertainty = em.uncertainty(probs, land)
             self.timings["landuse"] = self.timings.get("landuse", 0.0) + time.perf_counter() - t0
         else:

@@ -123,7 +123,7 @@ def predict_landuse(emulator: LandUseEmulator, world: WorldData, year: int, prev
     x = emulator.inputs(scenario, world.static, prev_map, area)
     probs = emulator.apply_mask(emulator.finish(blended_output(emulator, x, wrap_lon=world.fine_grid.is_global)), land)
     conserved = emulator.conserve(probs, scenario, land, area)
-    return {"model": emulator.allocate(conserved, scenario, land, area),
+    return {"model": emulator.allocate(conserved, scenario, land, area, prev_map),
             "model_without_conservation": CLASS_CODES[np.argmax(probs, axis=0)],
             "persistence": prev_map,
             "coarse_majority": coarse_majority(scenario, prev_map, land)}

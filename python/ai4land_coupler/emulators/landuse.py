@@ -233,15 +233,17 @@ class LandUseEmulator(Emulator):
         p = np.clip(p, 0.0, 1.0)  # rounding leaves |p - clip(p)| ~ 1e-16
         return _from_blocks(p, k, (h, w))
 
-    def allocate(self, probs: np.ndarray, scenario_fine: np.ndarray, land_mask: np.ndarray,
-                 area: np.ndarray) -> np.ndarray:
+    def allocate(self, probs: np.ndarray, scenario_fine: np.ndarray, land_mask: np.ndarray, area: np.ndarray,
+                 previous: np.ndarray | None = None) -> np.ndarray:
         """The fine class map (H, W) uint8 whose group areas in every coarse cell are the scenario's to
         within one pixel: demand-constrained allocation, as in land-use allocation models (CLUE).
 
         Per coarse cell, the (pixel, group) pairs are taken in decreasing order of the group's
         probability at the pixel; a pair is accepted while the pixel is free and the group still
         lacks at least half the pixel's area. Pixels left over take their most probable group.
-        Within its group a pixel takes its most probable class. Ocean pixels stay ocean.
+        Within its group a pixel keeps its class of the ``previous`` map when that is in the group
+        (the scenario says how much land each use takes, not whether natural land is grass or
+        sparse), and otherwise takes its most probable class. Ocean pixels stay ocean.
         """
         k = self.meta["coarse_factor"]
         h, w = land_mask.shape
@@ -264,7 +266,12 @@ class LandUseEmulator(Emulator):
         left = land & (chosen < 0)
         chosen[left] = np.argmax(group_prob, axis=2)[left]
         in_group = np.where(groups.T[np.maximum(chosen, 0)] > 0, p, -1.0)  # (cells, k*k, 8)
-        level = np.where(land, np.argmax(in_group, axis=2), 0)
+        level = np.argmax(in_group, axis=2)
+        if previous is not None:
+            before = _to_blocks(CLASS_INDEX[np.asarray(previous)][None], k)[..., 0]  # -1: no data
+            kept = (before >= 0) & (groups.T[np.maximum(chosen, 0), np.maximum(before, 0)] > 0)
+            level = np.where(kept, before, level)
+        level = np.where(land, level, 0)
         return _from_blocks(CLASS_CODES[level][..., None], k, (h, w))[0]
 
     @staticmethod

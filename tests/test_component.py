@@ -88,7 +88,7 @@ def test_call_order_and_argument_errors(world_dir, tmp_path):
         c.put("tas", bad)
     with pytest.raises(ArgumentError, match="float32 or float64"):
         c.put("tas", np.zeros(c.local_size, dtype=np.int32))
-    assert c.step((2031, 1, 1)) == {"landuse_fraction"}
+    assert c.step((2031, 1, 1)) == {"landuse_fraction", "landuse_uncertainty"}
     with pytest.raises(ClockError, match="backwards"):
         c.step((2030, 12, 31))
     c.finalize()
@@ -113,3 +113,23 @@ def test_coupled_land_use_conserves_the_scenario_on_its_own_grid(world_dir, tmp_
         error = np.abs(frac[levels].sum(axis=0) - scenario[g])
         assert error.max() < 1e-6, (SCENARIO_GROUPS[g], error.max())
     assert frac[1:].sum(axis=0).max() > 0.99  # not vacuous: whole land cells are there
+
+
+def test_a_regional_subset_runs_and_matches_the_global_run_far_from_its_edges(world_dir, tmp_path, box_run):
+    """`region` in the namelist: the plugin reads only that box and couples a host grid over it."""
+    nml = write_namelist(tmp_path / "a.nml", world_dir, host_nlat=20, host_nlon=30, region="34.0, 72.0, -12.0, 45.0",
+                         do_dynamic_lai=".false.")
+    c = Component()
+    c.init(None, nml)
+    assert (c.fine_grid.nlat, c.fine_grid.nlon, c.fine_grid.lat0, c.fine_grid.lon0) == (40, 60, 34.0, -12.0)
+    assert not c.fine_grid.is_global
+    c.finalize()
+    run = run_lifecycle(None, nml, Box(0, 0, 30, 20), STEPS[:1], 20, 30)
+    frac = run[(STEPS[0], "landuse_fraction")]
+    assert np.isfinite(frac).all() and frac.min() >= 0.0
+    np.testing.assert_allclose(frac.sum(axis=0), 1.0, atol=1e-12)
+    # The same host cells of the global 2-degree run: identical land-sea split, similar land use.
+    rows, cols = np.arange(62, 82), np.arange(84, 114)  # 34N..74N, 12W..48E (snapped) on the 90x180 grid
+    global_frac = box_run[(STEPS[0], "landuse_fraction")].reshape(8, 90, 180)[:, rows][:, :, cols].reshape(8, -1)
+    np.testing.assert_allclose(frac[0], global_frac[0], atol=1e-12)
+    assert np.abs(frac - global_frac).mean() < 0.02

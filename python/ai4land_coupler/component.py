@@ -260,7 +260,7 @@ class Component:
         emulated = group_shares(probs, self.fine_area, k)
         wanted = scenario[:, ::k, ::k].astype(np.float64)
         land_share = area_weighted_block_mean(self.world.land_mask.astype(np.float64), self.fine_grid, k)
-        feasible = wanted.sum(axis=0) <= land_share + 1e-9
+        feasible = wanted.sum(axis=0) <= land_share + CONSERVATION_TOLERANCE  # float32 states: rounding excess
         error = np.abs(emulated - wanted)[:, feasible]
         worst = float(error.max()) if error.size else 0.0
         if worst > CONSERVATION_TOLERANCE:

@@ -39,6 +39,27 @@ def world_dir() -> Path:
     return WORLD
 
 
+SMALL_WORLD = {"fine_res": 3.0, "coarse_res": 12.0, "first_year": 2015, "last_year": 2017}
+
+
+@pytest.fixture(scope="session")
+def small_dir(tmp_path_factory) -> Path:
+    """A small world (3 degree emulator grid, 12 degree scenario grid, 2015-2017) for the file tests."""
+    from ai4land_coupler.world import make_world
+
+    out = tmp_path_factory.mktemp("world_small")
+    make_world(out, seed=0, **SMALL_WORLD)
+    return out
+
+
+@pytest.fixture(scope="session")
+def small_world(small_dir):
+    from ai4land_coupler.datasets import WorldData
+
+    with WorldData.open(small_dir) as world:
+        yield world
+
+
 def run_lifecycle(comm, namelist, partition, steps, nlat=90, nlon=180, drivers=None) -> dict:
     """Drive a Component through init..finalize; returns {(step, field): values in global cell order}.
 

@@ -13,21 +13,7 @@ from ai4land_coupler.grids import LatLonGrid, Region, block_sum
 from ai4land_coupler.namelist import read_namelist
 from ai4land_coupler.world import make_world
 
-SMALL = {"fine_res": 3.0, "coarse_res": 12.0, "first_year": 2015, "last_year": 2017}
-YEAR = 2016
-
-
-@pytest.fixture(scope="module")
-def world_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("readers_world")
-    make_world(out, seed=0, **SMALL)
-    return out
-
-
-@pytest.fixture(scope="module")
-def world(world_dir):
-    with WorldData.open(world_dir) as w:
-        yield w
+YEAR = 2016  # a year of the small world with a previous map
 
 
 def _real_layout(src_dir, dst_dir):
@@ -84,51 +70,51 @@ def _assert_same(a: dict, b: dict):
 
 # ---------------------------------------------------------------- formats and layouts
 
-def test_readers_return_the_package_layout(world):
-    assert world.region == Region(-90, 90, -180, 180)
-    assert world.fine_grid == LatLonGrid(60, 120, -90.0, -180.0, 3.0, 3.0) and world.factor == 4
-    assert set(world.static) == set(STATIC_NAMES) and len(STATIC_NAMES) == 7
-    for name, field in world.static.items():
-        assert field.shape == world.fine_grid.shape and field.dtype == np.float32, name
+def test_readers_return_the_package_layout(small_world):
+    assert small_world.region == Region(-90, 90, -180, 180)
+    assert small_world.fine_grid == LatLonGrid(60, 120, -90.0, -180.0, 3.0, 3.0) and small_world.factor == 4
+    assert set(small_world.static) == set(STATIC_NAMES) and len(STATIC_NAMES) == 7
+    for name, field in small_world.static.items():
+        assert field.shape == small_world.fine_grid.shape and field.dtype == np.float32, name
     for name in BIOCLIM_NAMES:  # WorldClim has no data over ocean: read as 0
-        assert np.all(world.static[name][~world.land_mask] == 0.0) and np.any(world.static[name] != 0.0), name
+        assert np.all(small_world.static[name][~small_world.land_mask] == 0.0) and np.any(small_world.static[name] != 0.0), name
 
 
-def test_bioclim_follows_the_worldclim_definitions(world):
-    clim = world.climatology().astype(np.float64)
+def test_bioclim_follows_the_worldclim_definitions(small_world):
+    clim = small_world.climatology().astype(np.float64)
     t_c = clim[:, 0] - 273.15
     p_mm = clim[:, 1] * 86400 * np.array([31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31])[:, None, None]
-    land = world.land_mask
-    np.testing.assert_allclose(world.static["bio01"][land], t_c.mean(0)[land], atol=1e-3)
-    np.testing.assert_allclose(world.static["bio04"][land], 100 * t_c.std(0, ddof=1)[land], rtol=1e-4, atol=1e-2)
-    np.testing.assert_allclose(world.static["bio12"][land], p_mm.sum(0)[land], rtol=1e-4)
-    with netCDF4.Dataset(world.paths["bioclim"]) as nc:
+    land = small_world.land_mask
+    np.testing.assert_allclose(small_world.static["bio01"][land], t_c.mean(0)[land], atol=1e-3)
+    np.testing.assert_allclose(small_world.static["bio04"][land], 100 * t_c.std(0, ddof=1)[land], rtol=1e-4, atol=1e-2)
+    np.testing.assert_allclose(small_world.static["bio12"][land], p_mm.sum(0)[land], rtol=1e-4)
+    with netCDF4.Dataset(small_world.paths["bioclim"]) as nc:
         assert [nc[n].units for n in BIOCLIM_NAMES] == ["degC", "degC", "mm", "percent"]
         assert "x 100" in nc["bio04"].long_name
-    with netCDF4.Dataset(world.paths["static"]) as nc:
+    with netCDF4.Dataset(small_world.paths["static"]) as nc:
         assert "tas_annual" not in nc.variables and "pr_annual" not in nc.variables
 
 
-def test_real_layout_reads_the_same_arrays(world, world_dir, tmp_path):
-    real = _real_layout(world_dir, tmp_path / "real")
+def test_real_layout_reads_the_same_arrays(small_world, small_dir, tmp_path):
+    real = _real_layout(small_dir, tmp_path / "real")
     with netCDF4.Dataset(real / "lulc_maps.nc") as nc:
         assert nc["latitude"][0] > nc["latitude"][-1] and nc["longitude"][0] > 0 and "LULC_states" in nc.variables
     with WorldData.open(real) as w:
-        assert (w.fine_grid, w.coarse_grid, w.region) == (world.fine_grid, world.coarse_grid, world.region)
-        _assert_same(_arrays(w), _arrays(world))
+        assert (w.fine_grid, w.coarse_grid, w.region) == (small_world.fine_grid, small_world.coarse_grid, small_world.region)
+        _assert_same(_arrays(w), _arrays(small_world))
 
 
-def test_nodata_codes_read_fine(world):
-    maps = np.stack([world.lulc(year) for year in world.years])
+def test_nodata_codes_read_fine(small_world):
+    maps = np.stack([small_world.lulc(year) for year in small_world.years])
     assert maps.dtype == np.uint8 and (maps == NODATA).any()
 
 
-def test_written_maps_aggregate_to_the_luh2_groups_except_at_nodata_pixels(world):
-    area = world.fine_grid.cell_area_weights()
-    for year in world.years:
-        lulc = world.lulc(year)
-        nodata_share = block_sum((lulc == NODATA) * area, world.factor) / block_sum(area, world.factor)
-        gap = np.abs(world.aggregate(lulc) - world.scenario_groups(year)).sum(axis=0)
+def test_written_maps_aggregate_to_the_luh2_groups_except_at_nodata_pixels(small_world):
+    area = small_world.fine_grid.cell_area_weights()
+    for year in small_world.years:
+        lulc = small_world.lulc(year)
+        nodata_share = block_sum((lulc == NODATA) * area, small_world.factor) / block_sum(area, small_world.factor)
+        gap = np.abs(small_world.aggregate(lulc) - small_world.scenario_groups(year)).sum(axis=0)
         assert np.all(gap <= nodata_share + 1e-6), year
         assert gap[nodata_share == 0].max() < 1e-6 and (nodata_share == 0).mean() > 0.8
 
@@ -140,14 +126,14 @@ def test_written_maps_aggregate_to_the_luh2_groups_except_at_nodata_pixels(world
     (Region(-20, 20, 170, -170), Region(-30, 30, 168, 192)),  # across the dateline: two pieces in the file
     (Region(-20, 20, 170, 190), Region(-30, 30, 168, 192)),  # the same box given in 0..360
 ])
-def test_regional_subset_equals_the_subset_of_the_global_arrays(world, world_dir, tmp_path, region, snapped):
-    with WorldData.open(world_dir, region) as w:
+def test_regional_subset_equals_the_subset_of_the_global_arrays(small_world, small_dir, tmp_path, region, snapped):
+    with WorldData.open(small_dir, region) as w:
         assert w.region == snapped
-        assert w.fine_grid == world.fine_grid.window(snapped).grid
+        assert w.fine_grid == small_world.fine_grid.window(snapped).grid
         assert w.coarse_grid.refinement_factor(w.fine_grid) == 4
-        _assert_same(_arrays(w), _window_of(world, snapped))
-    with WorldData.open(_real_layout(world_dir, tmp_path / "real"), region) as w:  # the seam at 0 instead
-        _assert_same(_arrays(w), _window_of(world, snapped))
+        _assert_same(_arrays(w), _window_of(small_world, snapped))
+    with WorldData.open(_real_layout(small_dir, tmp_path / "real"), region) as w:  # the seam at 0 instead
+        _assert_same(_arrays(w), _window_of(small_world, snapped))
 
 
 def test_a_region_outside_the_files_gives_an_error_naming_the_file(tmp_path):
@@ -186,9 +172,9 @@ def test_snap_and_window_on_a_grid():
 # ---------------------------------------------------------------- broken files
 
 @pytest.fixture
-def broken(world_dir, tmp_path):
+def broken(small_dir, tmp_path):
     out = tmp_path / "broken"
-    shutil.copytree(world_dir, out)
+    shutil.copytree(small_dir, out)
     return out
 
 
@@ -240,15 +226,15 @@ def test_values_out_of_range(broken):
         WorldData.open(broken)
 
 
-def test_missing_values_on_land(world, broken):
-    j, i = np.argwhere(world.land_mask)[0]
+def test_missing_values_on_land(small_world, broken):
+    j, i = np.argwhere(small_world.land_mask)[0]
     _edit(broken / "bioclim.nc", lambda nc: nc["bio12"].__setitem__((j, i), np.ma.masked))
     with pytest.raises(InputFileError, match=r"bioclim\.nc: variable 'bio12' has missing values on land"):
         WorldData.open(broken)
 
 
-def test_group_sums_above_one(world, broken):
-    j, i = np.argwhere(world.scenario_groups(2015).sum(0) > 0.5)[0]
+def test_group_sums_above_one(small_world, broken):
+    j, i = np.argwhere(small_world.scenario_groups(2015).sum(0) > 0.5)[0]
     _edit(broken / "luh2_states.nc", lambda nc: nc["primf"].__setitem__((0, j, i), 0.9))
     with WorldData.open(broken) as w, pytest.raises(InputFileError, match=r"luh2_states\.nc: variables primf\+.* > 1"):
         w.scenario_groups(2015)
@@ -287,9 +273,9 @@ def test_non_integer_class_codes(broken):
         w.lulc(2015)
 
 
-def test_missing_file_and_missing_year(world, broken):
+def test_missing_file_and_missing_year(small_world, broken):
     with pytest.raises(InputFileError, match=r"lulc_maps\.nc.*year 2040"):
-        world.lulc(2040)
+        small_world.lulc(2040)
     (broken / "bioclim.nc").unlink()
     with pytest.raises(InputFileError, match=r"bioclim\.nc: file not found.*'bio01'"):
         WorldData.open(broken)
@@ -304,30 +290,30 @@ def _namelist(tmp_path, body: str):
     return path
 
 
-def test_namelist_file_keys_and_region_are_resolved(world, world_dir, tmp_path):
+def test_namelist_file_keys_and_region_are_resolved(small_world, small_dir, tmp_path):
     other = tmp_path / "elsewhere"
     other.mkdir()
-    shutil.copy(world_dir / "lulc_maps.nc", other / "hildaplus_states.nc")
-    path = _namelist(tmp_path, f"  input_dir = '{world_dir}'\n  lulc_file = '../elsewhere/hildaplus_states.nc'\n"
+    shutil.copy(small_dir / "lulc_maps.nc", other / "hildaplus_states.nc")
+    path = _namelist(tmp_path, f"  input_dir = '{small_dir}'\n  lulc_file = '../elsewhere/hildaplus_states.nc'\n"
                                "  region = -20, 20, 170, -170\n")
     cfg = read_namelist(path)
     assert cfg.lulc_file == str(other / "hildaplus_states.nc")
-    assert cfg.static_file == str(world_dir / "static.nc") and cfg.lai_file == str(world_dir / "lai_monthly.nc")
+    assert cfg.static_file == str(small_dir / "static.nc") and cfg.lai_file == str(small_dir / "lai_monthly.nc")
     assert cfg.region == Region(-20, 20, 170, -170)
-    with WorldData.from_config(cfg) as w, WorldData.open(world_dir, cfg.region) as expected:
+    with WorldData.from_config(cfg) as w, WorldData.open(small_dir, cfg.region) as expected:
         assert w.paths["lulc_maps"] == other / "hildaplus_states.nc"
         _assert_same(_arrays(w), _arrays(expected))
 
 
-def test_namelist_without_input_dir_names_every_required_file(world_dir, tmp_path):
+def test_namelist_without_input_dir_names_every_required_file(small_dir, tmp_path):
     keys = {"static_file": "static.nc", "bioclim_file": "bioclim.nc", "luh2_file": "luh2_states.nc",
             "lulc_file": "lulc_maps.nc"}
-    body = "".join(f"  {k} = '{world_dir / v}'\n" for k, v in keys.items())
+    body = "".join(f"  {k} = '{small_dir / v}'\n" for k, v in keys.items())
     cfg = read_namelist(_namelist(tmp_path, body))
     assert cfg.input_dir == "" and cfg.lai_file == "" and cfg.region is None
     assert set(cfg.world_files()) == {"static", "bioclim", "luh2_states", "lulc_maps"}
     with pytest.raises(NamelistError, match=r"key 'input_dir' is required: key 'bioclim_file' is empty"):
-        read_namelist(_namelist(tmp_path, body.replace(f"'{world_dir / 'bioclim.nc'}'", "''")))
+        read_namelist(_namelist(tmp_path, body.replace(f"'{small_dir / 'bioclim.nc'}'", "''")))
 
 
 @pytest.mark.parametrize("body, message", [
@@ -337,8 +323,8 @@ def test_namelist_without_input_dir_names_every_required_file(world_dir, tmp_pat
     ("  region = 0, 10, 20\n", r"key 'region': a region is 4 numbers"),
     ("  region = 'europe'\n", r"key 'region': a region is 4 numbers"),
 ])
-def test_namelist_errors_name_the_file_and_the_key(world_dir, tmp_path, body, message):
-    path = _namelist(tmp_path, f"  input_dir = '{world_dir}'\n{body}")
+def test_namelist_errors_name_the_file_and_the_key(small_dir, tmp_path, body, message):
+    path = _namelist(tmp_path, f"  input_dir = '{small_dir}'\n{body}")
     with pytest.raises(NamelistError, match=message) as err:
         read_namelist(path)
     assert str(path) in str(err.value)

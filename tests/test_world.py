@@ -1,4 +1,4 @@
-"""The synthetic world: determinism, exact aggregation, regions, physical plausibility (readers: test_readers.py)."""
+"""The synthetic small_world: determinism, exact aggregation, regions, physical plausibility (readers: test_readers.py)."""
 from __future__ import annotations
 
 import netCDF4
@@ -9,22 +9,7 @@ from ai4land_coupler.datasets import (FILE_NAMES, FOREST, LUH2_CROSSWALK, LUH2_S
                                       WATER, WorldData, sha256_file)
 from ai4land_coupler.grids import LatLonGrid, Region, block_sum, upsample_blocks
 from ai4land_coupler.world import make_world
-
-SMALL = {"fine_res": 3.0, "coarse_res": 12.0, "first_year": 2015, "last_year": 2017}
-
-
-@pytest.fixture(scope="module")
-def small_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("world_small")
-    make_world(out, seed=0, **SMALL)
-    return out
-
-
-@pytest.fixture(scope="module")
-def world(small_dir):
-    with WorldData.open(small_dir) as w:
-        yield w
-
+from conftest import SMALL_WORLD
 
 def _all_arrays(directory):
     arrays = {}
@@ -36,7 +21,7 @@ def _all_arrays(directory):
 
 
 def test_same_seed_gives_identical_files_and_arrays(small_dir, tmp_path):
-    paths = make_world(tmp_path / "again", seed=0, **SMALL)
+    paths = make_world(tmp_path / "again", seed=0, **SMALL_WORLD)
     assert set(paths) == set(FILE_NAMES)
     for key, path in paths.items():
         assert sha256_file(path) == sha256_file(small_dir / FILE_NAMES[key]), key
@@ -47,19 +32,19 @@ def test_same_seed_gives_identical_files_and_arrays(small_dir, tmp_path):
 
 
 def test_different_seed_gives_a_different_world(small_dir, tmp_path):
-    make_world(tmp_path / "other", seed=1, **SMALL)
+    make_world(tmp_path / "other", seed=1, **SMALL_WORLD)
     with WorldData.open(small_dir) as w0, WorldData.open(tmp_path / "other") as w1:
         assert (w0.land_mask != w1.land_mask).mean() > 0.1
         assert not np.array_equal(w0.lulc(2016), w1.lulc(2016))
         assert not np.allclose(w0.drivers(2016, 7), w1.drivers(2016, 7))
 
 
-def test_grids_formats_and_land_share(world, small_dir):
-    assert world.fine_grid.shape == (60, 120) and world.coarse_grid.shape == (15, 30) and world.factor == 4
-    assert world.fine_grid.lat[0] == -88.5 and world.fine_grid.lon[0] == -178.5
-    assert world.years == [2015, 2016, 2017] and world.scenario_years == world.years
-    area = world.fine_grid.cell_area_weights()
-    assert 0.27 < (area * world.land_mask).sum() / area.sum() < 0.33
+def test_grids_formats_and_land_share(small_world, small_dir):
+    assert small_world.fine_grid.shape == (60, 120) and small_world.coarse_grid.shape == (15, 30) and small_world.factor == 4
+    assert small_world.fine_grid.lat[0] == -88.5 and small_world.fine_grid.lon[0] == -178.5
+    assert small_world.years == [2015, 2016, 2017] and small_world.scenario_years == small_world.years
+    area = small_world.fine_grid.cell_area_weights()
+    assert 0.27 < (area * small_world.land_mask).sum() / area.sum() < 0.33
     with netCDF4.Dataset(small_dir / "luh2_states.nc") as nc:
         assert nc["time"].units == "years since 2015-01-01 0:0:0" and nc["time"].calendar == "noleap"
         assert list(nc["time"][:]) == [0, 1, 2]
@@ -80,64 +65,64 @@ def test_grids_formats_and_land_share(world, small_dir):
         assert nc["time"][0] == 15.5 and len(nc["time"]) == 36
 
 
-def test_luh2_states_are_area_weighted_aggregates_of_the_fine_maps(world, small_dir):
+def test_luh2_states_are_area_weighted_aggregates_of_the_fine_maps(small_world, small_dir):
     """Away from the no-data pixels of the written maps, the crosswalk aggregation is exact."""
-    area = world.fine_grid.cell_area_weights()
+    area = small_world.fine_grid.cell_area_weights()
     with netCDF4.Dataset(small_dir / "luh2_states.nc") as nc:
-        for t, year in enumerate(world.years):
-            lulc = world.lulc(year)
-            clean = block_sum(lulc == NODATA, world.factor) == 0
-            fractions = world.aggregate(lulc)
+        for t, year in enumerate(small_world.years):
+            lulc = small_world.lulc(year)
+            clean = block_sum(lulc == NODATA, small_world.factor) == 0
+            fractions = small_world.aggregate(lulc)
             for g, group in enumerate(SCENARIO_GROUPS):
                 states = sum(np.ma.filled(nc[v][t], 0.0).astype(np.float64) for v in LUH2_CROSSWALK[group])
                 assert np.abs(fractions[g] - states)[clean].max() < 1e-6, (year, group)
             # The groups cover exactly the area of the land that is not inland water.
             non_water = ((lulc != 0) & (lulc != WATER)) * area
-            share = block_sum(non_water, world.factor) / block_sum(area, world.factor)
-            np.testing.assert_allclose(world.scenario_groups(year).sum(0)[clean], share[clean], atol=1e-6)
+            share = block_sum(non_water, small_world.factor) / block_sum(area, small_world.factor)
+            np.testing.assert_allclose(small_world.scenario_groups(year).sum(0)[clean], share[clean], atol=1e-6)
             # Area weights matter: near the poles pixel counts would not match.
             assert clean.mean() > 0.8
 
 
-def test_observed_maps_have_a_few_nodata_pixels_on_land_only(world):
-    gaps = np.stack([world.lulc(year) == NODATA for year in world.years])
-    assert not gaps[:, ~world.land_mask].any()
-    assert 0 < gaps.sum() <= 0.005 * gaps.shape[0] * world.land_mask.sum()  # about 0.1 % of land per year
+def test_observed_maps_have_a_few_nodata_pixels_on_land_only(small_world):
+    gaps = np.stack([small_world.lulc(year) == NODATA for year in small_world.years])
+    assert not gaps[:, ~small_world.land_mask].any()
+    assert 0 < gaps.sum() <= 0.005 * gaps.shape[0] * small_world.land_mask.sum()  # about 0.1 % of land per year
 
 
 @pytest.mark.parametrize("region", [Region(-30, 42, -60, 60), Region(42, 90, 156, -132)])
-def test_a_regional_world_has_the_global_geography_at_its_place(world, tmp_path, region):
-    paths = make_world(tmp_path, seed=0, **SMALL, region=region)
+def test_a_regional_world_has_the_global_geography_at_its_place(small_world, tmp_path, region):
+    paths = make_world(tmp_path, seed=0, **SMALL_WORLD, region=region)
     with WorldData.open(tmp_path) as regional:
         assert regional.region == region and set(paths) == set(FILE_NAMES)
-        window = world.fine_grid.window(region)
+        window = small_world.fine_grid.window(region)
         assert regional.fine_grid == window.grid
-        np.testing.assert_array_equal(regional.land_mask, window.take(world.land_mask))
+        np.testing.assert_array_equal(regional.land_mask, window.take(small_world.land_mask))
         for name, field in regional.static.items():
-            np.testing.assert_allclose(field, window.take(world.static[name]), rtol=1e-6, atol=1e-4, err_msg=name)
-        np.testing.assert_allclose(regional.climatology(), window.take(world.climatology()), rtol=1e-6)
+            np.testing.assert_allclose(field, window.take(small_world.static[name]), rtol=1e-6, atol=1e-4, err_msg=name)
+        np.testing.assert_allclose(regional.climatology(), window.take(small_world.climatology()), rtol=1e-6)
 
 
-def test_geography_does_not_depend_on_the_resolution(world, tmp_path):
+def test_geography_does_not_depend_on_the_resolution(small_world, tmp_path):
     make_world(tmp_path, seed=0, fine_res=1.5, coarse_res=12.0, first_year=2015, last_year=2015)
     with WorldData.open(tmp_path) as fine:
         area = LatLonGrid.global_grid(3.0).cell_area_weights()
         coarsened = block_sum(fine.land_mask * fine.fine_grid.cell_area_weights(), 2) / area
-        assert np.mean((coarsened > 0.5) == world.land_mask) > 0.9
+        assert np.mean((coarsened > 0.5) == small_world.land_mask) > 0.9
 
 
-def test_land_use_changes_a_little_every_year_and_water_is_static(world):
-    land = world.land_mask
-    for year in world.years[1:]:
-        prev, now = world.lulc(year - 1), world.lulc(year)
+def test_land_use_changes_a_little_every_year_and_water_is_static(small_world):
+    land = small_world.land_mask
+    for year in small_world.years[1:]:
+        prev, now = small_world.lulc(year - 1), small_world.lulc(year)
         assert 0.001 < (prev != now)[land].mean() < 0.1
         np.testing.assert_array_equal(prev == WATER, now == WATER)
         np.testing.assert_array_equal(now == 0, ~land)
 
 
-def test_temperature_falls_with_latitude_and_elevation(world):
-    tas, elev, land = world.static["bio01"], world.static["elevation"], world.land_mask
-    lat = np.broadcast_to(world.fine_grid.lat[:, None], tas.shape)
+def test_temperature_falls_with_latitude_and_elevation(small_world):
+    tas, elev, land = small_world.static["bio01"], small_world.static["elevation"], small_world.land_mask
+    lat = np.broadcast_to(small_world.fine_grid.lat[:, None], tas.shape)
     band_means = [tas[land & (np.abs(lat) >= lo) & (np.abs(lat) < lo + 20)].mean() for lo in (0, 20, 40, 60)]
     assert np.all(np.diff(band_means) < -3.0), band_means
     # Lapse rate: regress on elevation and latitude over land.
@@ -147,9 +132,9 @@ def test_temperature_falls_with_latitude_and_elevation(world):
     assert -100 < tas[land].min() and tas[land].max() < 45
 
 
-def test_seasons_are_opposite_in_the_hemispheres_and_fluxes_are_physical(world):
-    lat = world.fine_grid.lat
-    jan, jul = world.drivers(2016, 1), world.drivers(2016, 7)
+def test_seasons_are_opposite_in_the_hemispheres_and_fluxes_are_physical(small_world):
+    lat = small_world.fine_grid.lat
+    jan, jul = small_world.drivers(2016, 1), small_world.drivers(2016, 7)
     north, south = lat > 35, lat < -35
     assert jul[0][north].mean() > jan[0][north].mean() + 5.0
     assert jan[0][south].mean() > jul[0][south].mean() + 2.0
@@ -158,21 +143,21 @@ def test_seasons_are_opposite_in_the_hemispheres_and_fluxes_are_physical(world):
     for d in (jan, jul):
         assert d[1].min() >= 0.0 and d[2].min() >= 0.0
         assert d[1].max() < 1e-3  # < 86 mm/day
-    annual = np.mean([world.drivers(2016, m)[1] for m in range(1, 13)], axis=0)
-    mm_day = annual[world.land_mask] * 86400
+    annual = np.mean([small_world.drivers(2016, m)[1] for m in range(1, 13)], axis=0)
+    mm_day = annual[small_world.land_mask] * 86400
     assert 0.5 < np.median(mm_day) < 4.0
 
 
-def test_drivers_are_climatology_plus_upsampled_anomaly(world, small_dir):
+def test_drivers_are_climatology_plus_upsampled_anomaly(small_world, small_dir):
     with netCDF4.Dataset(small_dir / "drivers_climatology.nc") as c, netCDF4.Dataset(small_dir / "drivers_anomaly.nc") as a:
         expected = c["tas"][6] + upsample_blocks(a["tas_anom"][12 + 6], 4)
-    np.testing.assert_allclose(world.drivers(2016, 7)[0], expected, rtol=1e-6)
+    np.testing.assert_allclose(small_world.drivers(2016, 7)[0], expected, rtol=1e-6)
 
 
-def test_lai_is_physical(world):
-    land, lat = world.land_mask, world.fine_grid.lat
-    lulc = world.lulc(2016)
-    lai = {m: world.lai(2016, m) for m in range(1, 13)}
+def test_lai_is_physical(small_world):
+    land, lat = small_world.land_mask, small_world.fine_grid.lat
+    lulc = small_world.lulc(2016)
+    lai = {m: small_world.lai(2016, m) for m in range(1, 13)}
     for m, x in lai.items():
         assert x.min() >= 0.0 and x[~land].max() == 0.0 and x[lulc == WATER].max() == 0.0 and x.max() < 10.0
     nh_forest = (lulc == FOREST) & (lat[:, None] > 30)

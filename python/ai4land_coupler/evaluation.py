@@ -45,6 +45,7 @@ CLASS_NAMES = [name for _, name in LANDUSE_CLASSES]
 LANDUSE_METHODS = ("model", "model_without_conservation", "persistence", "coarse_majority")
 LAI_METHODS = ("model", "persistence", "coarse_climatology", "class_climatology")
 LATITUDE_BAND_DEG = 10.0
+SPLIT_NAMES = ("heldout_years", "heldout_region", "heldout_region_years")  # in the order of make_splits
 
 
 # ---------------------------------------------------------------- regions and splits
@@ -81,9 +82,9 @@ def make_splits(world: WorldData, heldout_years, region: Region) -> list[Split]:
     heldout = world.land_mask & ~training
     heldout_years = tuple(int(y) for y in heldout_years)
     return [
-        Split("heldout_years", "held-out years, training region", heldout_years, training),
-        Split("heldout_region", "held-out region, every year with a previous map", tuple(world.years[1:]), heldout),
-        Split("heldout_region_years", "held-out region in the held-out years", heldout_years, heldout),
+        Split(SPLIT_NAMES[0], "held-out years, training region", heldout_years, training),
+        Split(SPLIT_NAMES[1], "held-out region, every year with a previous map", tuple(world.years[1:]), heldout),
+        Split(SPLIT_NAMES[2], "held-out region in the held-out years", heldout_years, heldout),
     ]
 
 
@@ -306,12 +307,15 @@ def markdown_tables(kind: str, splits_result: dict) -> str:
     else:
         columns = [("RMSE (m² m⁻²)", lambda s: s["rmse"], False), ("R²", lambda s: s["r2"], True)]
         samples = "pixel-months"
+    methods = LANDUSE_METHODS if kind == "landuse" else LAI_METHODS
     lines = []
-    for result in splits_result.values():
+    for name in sorted(splits_result, key=lambda n: SPLIT_NAMES.index(n) if n in SPLIT_NAMES else len(SPLIT_NAMES)):
+        result = splits_result[name]  # metadata read back from JSON has its keys sorted: use the canonical order
         years = result["years"]
         span = f"{years[0]}–{years[-1]}" if years else "no years"
         lines += [f"### {result['description']} ({span}, {result['samples']} {samples})", ""]
-        lines += _markdown_table(result["methods"], columns) if result["methods"] else ["(no scored pixels)"]
+        ordered = {m: result["methods"][m] for m in methods if m in result["methods"]}
+        lines += _markdown_table(ordered, columns) if ordered else ["(no scored pixels)"]
         lines.append("")
     return "\n".join(lines)
 

@@ -160,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--world", required=True)
     s.add_argument("--out", required=True, help="folder for <name>.safetensors + <name>.json")
     s.add_argument("--kind", choices=("landuse", "lai", "all"), default="all")
-    s.add_argument("--epochs", type=int, default=None, help="default: as for the shipped emulators (60 / 30)")
+    s.add_argument("--epochs", type=int, default=None, help="default: as for the shipped emulators (40 / 30)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--threads", type=int, default=None, help="torch threads per process (default: 2 // processes, at least 1)")
     s.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",

@@ -25,7 +25,7 @@ def box_run(world_dir, tmp_path_factory):
 
 def test_fields_are_physical(box_run):
     assert set(box_run) == {(STEPS[0], "landuse_fraction"), (STEPS[0], "landuse_uncertainty"), (STEPS[0], "lai"),
-                            (STEPS[2], "lai")}
+                            (STEPS[0], "lai_per_class"), (STEPS[2], "lai"), (STEPS[2], "lai_per_class")}
     frac = box_run[(STEPS[0], "landuse_fraction")]
     uncertainty = box_run[(STEPS[0], "landuse_uncertainty")][0]
     assert uncertainty.min() >= 0.0 and uncertainty.max() <= 1.0
@@ -133,3 +133,34 @@ def test_a_regional_subset_runs_and_matches_the_global_run_far_from_its_edges(wo
     global_frac = box_run[(STEPS[0], "landuse_fraction")].reshape(8, 90, 180)[:, rows][:, :, cols].reshape(8, -1)
     np.testing.assert_allclose(frac[0], global_frac[0], atol=1e-12)
     assert np.abs(frac - global_frac).mean() < 0.02
+
+
+@pytest.mark.parametrize("crosswalk", ["ecland", "clm"])
+def test_crosswalk_fields_follow_the_class_fractions(box_run, world_dir, tmp_path, crosswalk):
+    """ECLand cvh/cvl and lai_hv/lai_lv, CLM pct_pft: consistent with the class fractions and LAI the host gets."""
+    from ai4land_coupler.crosswalks import CLM_TYPES
+
+    nml = write_namelist(tmp_path / "a.nml", world_dir, crosswalk=f"'{crosswalk}'")
+    run = run_component(nml, Box(0, 0, NLON, NLAT), STEPS[:1])
+    frac = run[(STEPS[0], "landuse_fraction")]
+    np.testing.assert_array_equal(frac, box_run[(STEPS[0], "landuse_fraction")])
+    per_class = run[(STEPS[0], "lai_per_class")]
+    land = frac[0] < 1.0
+    assert per_class.shape == (8, NLAT * NLON) and per_class.min() >= 0.0 and np.all(per_class[0] == 0.0)
+    if crosswalk == "ecland":
+        cvh, cvl = run[(STEPS[0], "cvh")][0], run[(STEPS[0], "cvl")][0]
+        np.testing.assert_allclose(cvh, frac[4], atol=1e-12)  # forest
+        np.testing.assert_allclose(cvl, 0.2 * frac[1] + frac[2] + frac[3] + frac[5] + 0.3 * frac[6], atol=1e-12)
+        assert np.all(cvh + cvl <= 1.0 + 1e-12)
+        lai_hv, lai_lv = run[(STEPS[0], "lai_hv")][0], run[(STEPS[0], "lai_lv")][0]
+        assert np.all(lai_hv[cvh == 0] == 0.0) and lai_hv.max() > lai_lv.max() > 0.0
+        forest_cells = per_class[4] > 0
+        np.testing.assert_allclose(lai_hv[forest_cells], per_class[4][forest_cells], rtol=1e-9)
+    else:
+        pct = run[(STEPS[0], "pct_pft")]
+        assert pct.shape == (len(CLM_TYPES), NLAT * NLON) and pct.min() >= 0.0
+        np.testing.assert_allclose(pct[:, land].sum(axis=0), 100.0, atol=1e-9)
+        assert np.all(pct[:, ~land] == 0.0)
+        trees = pct[1:4].sum(axis=0)
+        np.testing.assert_allclose(trees[land], 100 * frac[4][land] / (1 - frac[0][land]), atol=1e-9)
+        assert pct[1].max() > 0 and pct[3].max() > 0  # boreal and tropical forests both occur

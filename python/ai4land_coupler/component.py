@@ -12,6 +12,7 @@ from enum import Enum
 
 import numpy as np
 
+from . import crosswalks
 from .clock import Events, ModelClock
 from .datasets import NODATA, fill_nodata
 from .comm import Communicator, as_communicator
@@ -23,7 +24,8 @@ from .partition import Box, Points, validate_cover
 from .runtime import RankRuntime, plan_runtime, setup_logging
 
 DRIVERS = ("tas", "pr", "rsds")  # fields the host may put: monthly means on its cells
-OUTPUTS = ("landuse_fraction", "landuse_uncertainty", "lai")  # fields the host may get
+OUTPUTS = ("landuse_fraction", "landuse_uncertainty", "lai", "lai_per_class")  # fields the host may get, and those of
+# the namelist's crosswalk (crosswalks.field_levels)
 CONSERVATION_TOLERANCE = 1e-6  # largest |emulated − scenario| group share per coarse cell
 
 
@@ -78,6 +80,7 @@ class Component:
         self.landuse_emulator = load_emulator("landuse", cfg.landuse_emulator, dev) if cfg.do_dynamic_landuse else None
         self.lai_emulator = load_emulator("lai", cfg.lai_emulator, dev) if cfg.do_dynamic_lai else None
         self.clock = ModelClock(cfg.calendar, cfg.lai_cadence, cfg.lai_interval_days)
+        self.crosswalk_levels = crosswalks.field_levels(cfg.crosswalk)
         self.fine_map: np.ndarray | None = None
         self.fine_lai: np.ndarray | None = None
         self.history = None
@@ -110,11 +113,17 @@ class Component:
         return int(self.local_cells.size)
 
     def field_levels(self, name: str) -> list[str]:
-        if name == "landuse_fraction":
+        if name in ("landuse_fraction", "lai_per_class"):
             return list(self.class_names)
+        if name in self.crosswalk_levels:
+            return list(self.crosswalk_levels[name])
         if name in OUTPUTS + DRIVERS:
             return [name]
-        raise ArgumentError(f"unknown field '{name}'; known: {', '.join(OUTPUTS)} (get), {', '.join(DRIVERS)} (put)")
+        raise ArgumentError(f"unknown field '{name}'; known: {', '.join(self.outputs)} (get), {', '.join(DRIVERS)} (put)")
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        return OUTPUTS + tuple(self.crosswalk_levels)
 
     def put(self, name: str, values) -> None:
         self._require(State.RUNNING, call="put")
@@ -131,18 +140,19 @@ class Component:
         changed: set[str] = set()
         if events.new_year:
             self._advance_landuse(events)
-            changed.update(("landuse_fraction", "landuse_uncertainty"))
+            changed.update(("landuse_fraction", "landuse_uncertainty", *crosswalks.landuse_fields(self.config.crosswalk)))
         if events.new_lai_period and self.config.do_dynamic_lai:
             self._advance_lai(events)
-            changed.add("lai")
+            lai_fields = set(self.crosswalk_levels) - set(crosswalks.landuse_fields(self.config.crosswalk))
+            changed.update(("lai", "lai_per_class", *lai_fields))
         self._puts.clear()
         return changed
 
     def get(self, name: str, out) -> None:
         self._require(State.RUNNING, call="get")
         nlev = len(self.field_levels(name))
-        if name not in OUTPUTS:
-            raise ArgumentError(f"cannot get field '{name}'; available: {', '.join(OUTPUTS)}")
+        if name not in self.outputs:
+            raise ArgumentError(f"cannot get field '{name}'; available: {', '.join(self.outputs)}")
         if name not in self._fields:
             raise CallOrderError(f"get('{name}') before any step() produced it")
         view = self._check_host_array(name, out, nlev)
@@ -190,6 +200,12 @@ class Component:
         field = np.empty(self.host_grid.ncells)
         field[cells] = values
         return field.reshape(self.host_grid.shape)
+
+    def _host_mean(self, weights: np.ndarray, values: np.ndarray) -> np.ndarray:
+        """Per level, the area- and ``weights``-weighted mean of ``values`` (H, W) over each host cell
+        (levels, local); 0 where a level has no weight in the cell."""
+        total = self._to_host(weights)
+        return np.where(total > 0, self._to_host(weights * values) / np.where(total > 0, total, 1.0), 0.0)
 
     def _to_host(self, fine: np.ndarray) -> np.ndarray:
         """Fine (levels, H, W) → this rank's host cells (levels, local), area-weighted."""
@@ -246,9 +262,14 @@ class Component:
             probs = self._onehot(self.fine_map)
             uncertainty = np.zeros(land.shape)
         self._fields["landuse_fraction"] = self._to_host(probs)
-        land_share = self._to_host(land[None].astype(np.float64))
-        self._fields["landuse_uncertainty"] = np.where(
-            land_share > 0, self._to_host((uncertainty * land)[None]) / np.where(land_share > 0, land_share, 1.0), 0.0)
+        self._fields["landuse_uncertainty"] = self._host_mean(land[None].astype(np.float64), uncertainty)[0]
+        if self.config.crosswalk == "ecland":
+            for name, cover in crosswalks.ecland_covers(probs).items():
+                self._fields[name] = self._to_host(cover[None])
+        elif self.config.crosswalk == "clm":
+            types = crosswalks.clm_types(probs, self.world.static["bio01"])
+            land_share = self._to_host(land[None].astype(np.float64))
+            self._fields["pct_pft"] = np.where(land_share > 0, 100.0 * self._to_host(types) / np.where(land_share > 0, land_share, 1.0), 0.0)
         if self.history is not None:
             self.history.write_landuse(events.date, self.fine_map, uncertainty)
 
@@ -299,6 +320,12 @@ class Component:
         lai = em.finish(raw)[0]
         self.fine_lai = em.apply_mask(lai, self.world.land_mask)
         self._fields["lai"] = self._to_host(self.fine_lai[None])
+        classes = self._onehot(self.fine_map).astype(np.float64)
+        self._fields["lai_per_class"] = self._host_mean(classes, self.fine_lai)
+        if self.config.crosswalk == "ecland":
+            covers = crosswalks.ecland_covers(classes)
+            for name, cover in crosswalks.ECLAND_LAI.items():
+                self._fields[name] = self._host_mean(covers[cover][None], self.fine_lai)
         self.timings["lai"] = self.timings.get("lai", 0.0) + time.perf_counter() - t0
         if self.history is not None:
             self.history.write_lai(events.date, self.fine_lai)

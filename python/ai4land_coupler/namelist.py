@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from .crosswalks import CROSSWALKS
 from .datasets import FILE_NAMES, REQUIRED_FILES
 from .errors import NamelistError
 from .grids import Region
@@ -81,6 +82,8 @@ class Config:
                           minimum=16, maximum=4096)
     tile_overlap: float = _opt(0.5, "fraction of a tile shared with its neighbour (the step between tiles is "
                                "rounded down to a multiple of 8)", minimum=0.0, maximum=0.9)
+    crosswalk: str = _opt("none", "extra host fields in a land scheme's tile types: 'ecland' (cvh, cvl, lai_hv, "
+                          "lai_lv) or 'clm' (pct_pft); see ai4land_coupler/crosswalks.py", choices=CROSSWALKS)
     log_level: str = _opt("info", "logging level", choices=("debug", "info", "warning", "error"))
 
     @property

@@ -91,6 +91,20 @@ def run_lifecycle(comm, namelist, partition, steps, nlat=90, nlon=180, drivers=N
     return out
 
 
+def unstructured_mesh(grid, ncells: int, seed: int = 0):
+    """Each fine cell's host cell: the nearest of ``ncells`` random points on the sphere (a Voronoi mesh)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    seeds = rng.normal(size=(ncells, 3))
+    seeds /= np.linalg.norm(seeds, axis=1, keepdims=True)
+    lat, lon = np.meshgrid(np.deg2rad(grid.lat), np.deg2rad(grid.lon), indexing="ij")
+    xyz = np.stack([np.cos(lat) * np.cos(lon), np.cos(lat) * np.sin(lon), np.sin(lat)], axis=-1)
+    owner = np.argmax(xyz @ seeds.T, axis=-1)
+    used, owner = np.unique(owner, return_inverse=True)  # every host cell holds fine cells
+    return owner.reshape(grid.shape), used.size
+
+
 def write_namelist(path: Path, world: Path, **overrides) -> Path:
     """A plugin namelist for the default world on a 2-degree host grid, with overrides."""
     values = {"host_nlat": 90, "host_nlon": 180, "input_dir": f"'{world}'", **overrides}

@@ -16,10 +16,11 @@ from . import crosswalks
 from .clock import Events, ModelClock
 from .datasets import NODATA, fill_nodata
 from .comm import Communicator, as_communicator
-from .errors import ArgumentError, CallOrderError, ClockError, EmulatorError
-from .grids import LatLonGrid, area_weighted_block_mean, upsample_blocks
+from .errors import ArgumentError, CallOrderError, ClockError, EmulatorError, PartitionError
+from .grids import LatLonGrid, area_weighted_block_mean
 from .inference import tiled_predict
 from .namelist import Config, read_namelist
+from .hostmap import HostMap, make_host_map
 from .partition import Box, Points, validate_cover
 from .runtime import RankRuntime, plan_runtime, setup_logging
 
@@ -65,14 +66,10 @@ class Component:
         self.world = WorldData.from_config(cfg)
         self.fine_grid: LatLonGrid = self.world.fine_grid
         self.fine_area = self.fine_grid.cell_area_weights()
-        self.host_grid = LatLonGrid(cfg.host_nlat, cfg.host_nlon, self.fine_grid.lat0, self.fine_grid.lon0,
-                                    self.fine_grid.dlat * self.fine_grid.nlat / cfg.host_nlat,
-                                    self.fine_grid.dlon * self.fine_grid.nlon / cfg.host_nlon)
         try:
-            self.host_factor = self.host_grid.refinement_factor(self.fine_grid)
-        except ValueError as exc:
-            raise ArgumentError(f"{namelist_path}: host grid {cfg.host_nlat}x{cfg.host_nlon} does not fit the "
-                                f"emulator grid {self.fine_grid.nlat}x{self.fine_grid.nlon}: {exc}") from exc
+            self.host_map: HostMap = make_host_map(self.fine_grid, cfg.host_nlat, cfg.host_nlon, cfg.host_weights_file)
+        except ArgumentError as exc:
+            raise ArgumentError(f"{namelist_path}: {exc}") from None
         self.class_codes = np.array([c for c, _ in LANDUSE_CLASSES], dtype=np.uint8)
         self.class_names = [n for _, n in LANDUSE_CLASSES]
         self._onehot = one_hot_classes
@@ -89,22 +86,26 @@ class Component:
 
             self.history = FineHistory(cfg.output_dir, self.fine_grid, cfg.calendar, LANDUSE_CLASSES)
         self.state = State.INITIALISED
-        self.log.info("initialised on %d ranks: host grid %dx%d, emulator grid %dx%d (x%d), device %s, %d torch "
-                      "threads, %s inference rank", self.comm.size, cfg.host_nlat, cfg.host_nlon,
-                      self.fine_grid.nlat, self.fine_grid.nlon, self.host_factor, dev, self.runtime.threads,
+        self.log.info("initialised on %d ranks: host grid %s, emulator grid %dx%d, device %s, %d torch "
+                      "threads, %s inference rank", self.comm.size, self.host_map.description,
+                      self.fine_grid.nlat, self.fine_grid.nlon, dev, self.runtime.threads,
                       "an" if self.runtime.is_inference_rank else "not an")
 
     def def_partition(self, partition: Box | Points) -> None:
         self._require(State.INITIALISED, call="def_partition")
         if not isinstance(partition, (Box, Points)):
             raise ArgumentError(f"partition must be a Box or Points, got {type(partition).__name__}")
+        shape = self.host_map.shape
+        if shape is None and isinstance(partition, Box):
+            raise PartitionError(f"a box partition needs a lat-lon host grid; the host grid is "
+                                 f"{self.host_map.description}: define the partition by points")
         self.partition = partition
-        self.local_cells = partition.global_indices(self.host_grid.nlat, self.host_grid.nlon)
+        self.local_cells = partition.global_indices(*(shape or (1, self.host_map.ncells)))
         self.state = State.PARTITIONED
 
     def enddef(self) -> None:
         self._require(State.PARTITIONED, call="enddef")
-        validate_cover(self.comm, self.local_cells, self.host_grid.ncells)
+        validate_cover(self.comm, self.local_cells, self.host_map.ncells)
         self.state = State.RUNNING
 
     @property
@@ -194,12 +195,12 @@ class Component:
         return array.reshape(-1)
 
     def _gather_host(self, local: np.ndarray) -> np.ndarray:
-        """A field on the whole host grid (nlat, nlon) from every rank's local cells."""
+        """A field on all host cells (ncells,) from every rank's local cells."""
         values = self.comm.allgatherv(local)
         cells = self.comm.allgatherv(self.local_cells)
-        field = np.empty(self.host_grid.ncells)
+        field = np.empty(self.host_map.ncells)
         field[cells] = values
-        return field.reshape(self.host_grid.shape)
+        return field
 
     def _host_mean(self, weights: np.ndarray, values: np.ndarray) -> np.ndarray:
         """Per level, the area- and ``weights``-weighted mean of ``values`` (H, W) over each host cell
@@ -209,8 +210,7 @@ class Component:
 
     def _to_host(self, fine: np.ndarray) -> np.ndarray:
         """Fine (levels, H, W) → this rank's host cells (levels, local), area-weighted."""
-        coarse = area_weighted_block_mean(fine.astype(np.float64), self.fine_grid, self.host_factor)
-        return coarse.reshape(fine.shape[0], -1)[:, self.local_cells]
+        return self.host_map.to_host(fine)[:, self.local_cells]
 
     def _predict(self, emulator, inputs: np.ndarray) -> np.ndarray:
         import torch
@@ -306,8 +306,8 @@ class Component:
         out = np.empty_like(clim)
         for n, name in enumerate(DRIVERS):
             host = self._gather_host(self._puts[name])
-            clim_host = area_weighted_block_mean(clim[n].astype(np.float64), self.fine_grid, self.host_factor)
-            out[n] = clim[n] + upsample_blocks(host - clim_host, self.host_factor)  # delta downscaling
+            anomaly = self.host_map.to_fine(host - self.host_map.to_host(clim[n][None])[0])
+            out[n] = clim[n] + np.nan_to_num(anomaly, nan=0.0)  # delta downscaling; no host cell: climatology
         out[1] = np.maximum(out[1], 0.0)
         out[2] = np.maximum(out[2], 0.0)
         return out

@@ -55,8 +55,11 @@ class Config:
                             choices=("monthly", "ndays"))
     lai_interval_days: int = _opt(10, "interval in days when lai_cadence = 'ndays'", minimum=1, maximum=366)
     calendar: str = _opt("noleap", "the host model's calendar", choices=CALENDARS)
-    host_nlat: int = _opt(0, "latitude rows of the host's global lat-lon grid", minimum=1)
-    host_nlon: int = _opt(0, "longitude columns of the host's global lat-lon grid", minimum=1)
+    host_nlat: int = _opt(0, "latitude rows of the host's lat-lon grid over the emulator's domain (an integer "
+                          "coarsening or refinement of it); not used with host_weights_file", minimum=1)
+    host_nlon: int = _opt(0, "longitude columns of the host's lat-lon grid", minimum=1)
+    host_weights_file: str = _opt("", "ESMF/SCRIP remapping weights (row, col, S) from the emulator grid to the "
+                                  "host's cells, for unstructured or other hosts ('' = the lat-lon host grid)")
     input_dir: str = _opt("", "folder with the input files under their default names; needed when the key of a "
                           "required file is empty")
     static_file: str = _file_opt("static_file", "land_mask, elevation (m), slope (degree), soil_quality (1)")
@@ -163,16 +166,18 @@ def read_namelist(path: str | Path) -> Config:
         if key not in SCHEMA:
             raise NamelistError(f"{path}: &{GROUP} has unknown key '{key}'; known keys: {', '.join(SCHEMA)}")
         values[key] = _check(path, key, value)
-    for key in ("host_nlat", "host_nlon"):
+    for key in () if values.get("host_weights_file") else ("host_nlat", "host_nlon"):
         if key not in values:
-            raise NamelistError(f"{path}: &{GROUP} key '{key}' is required")
-    for key in ("input_dir", "output_dir"):
+            raise NamelistError(f"{path}: &{GROUP} key '{key}' is required (or give host_weights_file)")
+    for key in ("input_dir", "output_dir", "host_weights_file"):
         if values.get(key):
             p = Path(values[key])
             values[key] = str(p if p.is_absolute() else (path.parent / p).resolve())
     if values.get("input_dir") and not Path(values["input_dir"]).is_dir():
         raise NamelistError(f"{path}: &{GROUP} key 'input_dir': folder {values['input_dir']} does not exist")
     _resolve_files(path, values)
+    if values.get("host_weights_file") and not Path(values["host_weights_file"]).is_file():
+        raise NamelistError(f"{path}: &{GROUP} key 'host_weights_file': file {values['host_weights_file']} does not exist")
     for key in ("landuse_emulator", "lai_emulator"):
         v = values.get(key)
         if v and ("/" in v or v.endswith(".safetensors")):

@@ -8,7 +8,7 @@ import pytest
 from ai4land_coupler.comm import MPIComm, SerialComm
 from ai4land_coupler.mockhost import decompose
 from ai4land_coupler.partition import Box, Points
-from conftest import run_lifecycle, write_namelist
+from conftest import run_lifecycle, unstructured_mesh, write_namelist
 
 NLAT, NLON = 90, 180
 STEPS = [(2031, 1, 1, 0), (2031, 2, 1, 0)]
@@ -64,3 +64,36 @@ def test_one_inference_rank_matches_all(setup, tmp_path_factory, world_dir):
     nml = write_namelist(Path(folder) / f"r{comm.rank}.nml", world_dir, inference_ranks=1)
     hashes = global_hashes(comm, nml, decompose(NLAT, NLON, comm.size, comm.rank))
     assert verdict(comm, isinstance(reference, dict) and hashes == reference), reference
+
+
+@pytest.mark.mpi(min_size=2)
+def test_unstructured_host_through_a_weights_file_matches_serial_bits(tmp_path_factory, world_dir):
+    """An ICON-like host: a Voronoi mesh given by an ESMF weights file, cells shuffled over the ranks."""
+    from mpi4py import MPI
+
+    from ai4land_coupler.datasets import WorldData
+    from ai4land_coupler.hostmap import write_weights_file
+
+    comm = MPIComm(MPI.COMM_WORLD.Dup())
+    with WorldData.open(world_dir) as world:
+        owner, ncells = unstructured_mesh(world.fine_grid, 2000, seed=3)
+        folder = Path(comm.bcast(str(tmp_path_factory.mktemp("mesh")) if comm.rank == 0 else None))
+        if comm.rank == 0:
+            write_weights_file(folder / "mesh.nc", world.fine_grid, owner, ncells)
+    comm.bcast(None)  # the file is written before anyone reads it
+    nml = write_namelist(folder / f"r{comm.rank}.nml", world_dir, host_weights_file=f"'{folder / 'mesh.nc'}'")
+
+    def hashes(c, partition):
+        fields = run_lifecycle(c, nml, partition, STEPS, 1, ncells)
+        return {key: hashlib.sha256(v.tobytes()).hexdigest() for key, v in fields.items()}
+
+    reference = None
+    if comm.rank == 0:
+        try:
+            reference = hashes(SerialComm(), Points(np.arange(ncells)))
+        except Exception as exc:  # never leave the other ranks waiting in bcast
+            reference = repr(exc)
+    reference = comm.bcast(reference)
+    order = np.random.default_rng(11).permutation(ncells)
+    mine = hashes(comm, Points(np.array_split(order, comm.size)[comm.rank]))
+    assert verdict(comm, isinstance(reference, dict) and mine == reference), reference

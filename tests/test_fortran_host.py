@@ -352,3 +352,41 @@ def test_mock_host_end_to_end(tmp_path, world_dir):
     lu, lai = check_host_output(out, nlat, nlon, nyears)
     np.testing.assert_array_equal(lu, results[1][0])  # land use does not see the host's climate
     np.testing.assert_allclose(lai, results[1][1], rtol=1e-4, atol=1e-5)  # host climate: libm vs numpy
+
+
+@pytest.mark.slow
+@needs_build
+@needs_component
+def test_unstructured_fortran_host_with_a_weights_file_end_to_end(tmp_path, world_dir):
+    """An ICON-like Fortran host: the cells of an ESMF weights file (a Voronoi mesh), dealt round-robin
+    over 1, 2 and 3 ranks as points. Same bits on every layout, and the same as the Python component."""
+    from ai4land_coupler.datasets import WorldData
+    from ai4land_coupler.hostmap import write_weights_file
+    from ai4land_coupler.partition import Points
+    from conftest import run_lifecycle, unstructured_mesh
+
+    with WorldData.open(world_dir) as world:
+        owner, ncells = unstructured_mesh(world.fine_grid, 1500, seed=4)
+        weights = write_weights_file(tmp_path / "mesh.nc", world.fine_grid, owner, ncells)
+    plugin_nml = write_namelist(tmp_path / "ai4land_in", world_dir, host_weights_file=f"'{weights}'")
+    results = {}
+    for nranks in (1, 2, 3):
+        out = tmp_path / f"points_{nranks}.nc"
+        nml = tmp_path / f"points_{nranks}.nml"
+        nml.write_text(f"&points_host_nml\n  weights_file = '{weights}'\n  start_year = 2031\n  nyears = 1\n"
+                       f"  output_file = '{out}'\n  ai4land_namelist = '{plugin_nml}'\n  put_drivers = .false.\n/\n")
+        proc = run_mpi(nranks, [str(BUILD / "ai4land_mock_host_points"), str(nml)], cwd=tmp_path, timeout=600)
+        assert proc.returncode == 0, output_of(proc)
+        assert f"year 2031: {ncells} cells" in proc.stdout
+        with netCDF4.Dataset(out) as ds:
+            results[nranks] = (np.array(ds["landuse_fraction"][0]).T, np.array(ds["lai"][:]).T)  # (cell, ...)
+    lu, lai = results[1]
+    assert lu.shape == (ncells, 8) and lai.shape == (ncells, 12)
+    np.testing.assert_allclose(lu.sum(axis=1), 1.0, atol=1e-12)
+    for nranks in (2, 3):
+        np.testing.assert_array_equal(results[nranks][0], lu)
+        np.testing.assert_array_equal(results[nranks][1], lai)
+    steps = [(2031, 1, 1, 0)]
+    python = run_lifecycle(None, plugin_nml, Points(np.arange(ncells)), steps, 1, ncells)
+    np.testing.assert_array_equal(python[(steps[0], "landuse_fraction")].T, lu)
+    np.testing.assert_array_equal(python[(steps[0], "lai")][0], lai[:, 0])

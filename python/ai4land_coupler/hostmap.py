@@ -143,6 +143,7 @@ def make_host_map(fine: LatLonGrid, nlat: int, nlon: int, weights_file: str = ""
 def write_weights_file(path: str | Path, fine: LatLonGrid, host_of_fine: np.ndarray, nhost: int) -> Path:
     """An ESMF-format conservative weights file for a host whose cells are unions of fine cells:
     ``host_of_fine`` (H, W) gives each fine cell's host cell (0-based), e.g. an unstructured mesh.
+    Also writes the host cells' areas and centres (``area_b``, ``yc_b``, ``xc_b``), as ESMF does.
     For tests, examples and users who build such meshes."""
     import netCDF4
 
@@ -160,6 +161,14 @@ def write_weights_file(path: str | Path, fine: LatLonGrid, host_of_fine: np.ndar
         ds.createVariable("S", "f8", ("n_s",))[:] = area / area_b[row]
         ds.createVariable("area_a", "f8", ("n_a",))[:] = area
         ds.createVariable("area_b", "f8", ("n_b",))[:] = area_b
+        lat, lon = np.meshgrid(np.deg2rad(fine.lat), np.deg2rad(fine.lon), indexing="ij")
+        east, north = (np.bincount(row, weights=area * f(lon).ravel(), minlength=nhost) for f in (np.cos, np.sin))
+        centre_lat = np.bincount(row, weights=area * np.rad2deg(lat).ravel(), minlength=nhost) / area_b
+        for name, values, units in (("yc_b", centre_lat, "degrees_north"),
+                                    ("xc_b", np.rad2deg(np.arctan2(north, east)), "degrees_east")):
+            v = ds.createVariable(name, "f8", ("n_b",))
+            v.units = units
+            v[:] = values
     return Path(path)
 
 

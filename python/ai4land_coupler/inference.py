@@ -8,9 +8,9 @@ number of host or inference ranks.
 
 Tiles start at multiples of the step, itself a multiple of the U-Net's 8× downsampling, so every
 tile pools on the same pixel phase as a whole-field pass; the field is padded at its far edges
-(wrapped in longitude on a global grid, replicated otherwise) so that the last tile fits. A tile's
-prediction then equals the whole-field one wherever the tile holds the pixel's whole receptive
-field, and blending only mixes in the cut edges of tiles at small Gaussian weight
+(wrapped in longitude on a global grid; zeros at the edges of a regional grid) so that the last tile
+fits. A tile's prediction then equals the whole-field one wherever the tile holds the pixel's whole
+receptive field, and blending only mixes in the cut edges of tiles at small Gaussian weight
 (``tests/test_inference.py`` measures this seam).
 """
 from __future__ import annotations
@@ -63,13 +63,14 @@ def gaussian_weights(tile: int) -> np.ndarray:
 
 
 def _pad(field: np.ndarray, lat: TileLattice) -> np.ndarray:
-    """Pad (C,H,W) at its far edges so that every tile can be cut: longitude wraps (global) or edge-replicates."""
+    """Pad (C,H,W) at its far edges so that every tile can be cut. A global grid wraps in longitude and
+    replicates its last row at the pole; a regional grid pads with zeros (the mean of the normalised
+    inputs), as the convolutions do at its near edges."""
     c, h, w = field.shape
     pad_lat = max(lat.lat_starts) + lat.tile - h
     pad_lon = max(lat.lon_starts) + lat.tile - w
-    mode_lon = "wrap" if lat.wrap_lon else "edge"
-    out = np.pad(field, ((0, 0), (0, 0), (0, pad_lon)), mode=mode_lon) if pad_lon > 0 else field
-    return np.pad(out, ((0, 0), (0, pad_lat), (0, 0)), mode="edge") if pad_lat > 0 else out
+    out = np.pad(field, ((0, 0), (0, 0), (0, pad_lon)), mode="wrap" if lat.wrap_lon else "constant")
+    return np.pad(out, ((0, 0), (0, pad_lat), (0, 0)), mode="edge" if lat.wrap_lon else "constant")
 
 
 def tiled_predict(

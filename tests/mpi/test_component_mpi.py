@@ -58,10 +58,11 @@ def test_shuffled_points_match_serial_bits(setup):
 
 
 @pytest.mark.mpi(min_size=2)
-def test_one_inference_rank_matches_all(setup, tmp_path_factory, world_dir):
+@pytest.mark.parametrize("inference_ranks", [1, 2])
+def test_fewer_inference_ranks_match_all(setup, tmp_path_factory, world_dir, inference_ranks):
     comm, _, reference = setup
-    folder = comm.bcast(str(tmp_path_factory.mktemp("one")) if comm.rank == 0 else None)
-    nml = write_namelist(Path(folder) / f"r{comm.rank}.nml", world_dir, inference_ranks=1)
+    folder = comm.bcast(str(tmp_path_factory.mktemp("few")) if comm.rank == 0 else None)
+    nml = write_namelist(Path(folder) / f"r{comm.rank}.nml", world_dir, inference_ranks=inference_ranks)
     hashes = global_hashes(comm, nml, decompose(NLAT, NLON, comm.size, comm.rank))
     assert verdict(comm, isinstance(reference, dict) and hashes == reference), reference
 

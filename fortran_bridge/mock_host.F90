@@ -48,10 +48,7 @@ program ai4land_mock_host
   call MPI_Comm_size(MPI_COMM_WORLD, nranks, mpierr)
 
   ! ---- host configuration
-  if (command_argument_count() < 1) call fail(2, 'usage: ai4land_mock_host <mock_host namelist file>')
-  call get_command_argument(1, nml_path)
-  open(newunit=unit, file=trim(nml_path), status='old', action='read', iostat=ios, iomsg=iomsg)
-  if (ios /= 0) call fail(2, 'cannot open ' // trim(nml_path) // ': ' // trim(iomsg))
+  call open_argument_file('ai4land_mock_host <mock_host namelist file>', unit, nml_path)
   read(unit, nml=mock_host_nml, iostat=ios, iomsg=iomsg)
   if (ios /= 0) call fail(2, 'bad &mock_host_nml in ' // trim(nml_path) // ': ' // trim(iomsg))
   close(unit)

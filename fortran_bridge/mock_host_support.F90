@@ -8,7 +8,7 @@ module mock_host_support
   implicit none
   private
   public :: dp, box_t, split, box_of_rank, check_plugin, check_nc, fail, gather_boxes, &
-            days_in_month, day_of_year, put_climate
+            days_in_month, day_of_year, put_climate, open_argument_file
 
   integer, parameter :: dp = real64
   integer, parameter :: days_in_month(12) = [31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31]
@@ -35,6 +35,19 @@ contains
     call split(nlon, px, mod(rank, px), box%i0, box%ni)
     call split(nlat, py, rank / px, box%j0, box%nj)
   end function box_of_rank
+
+  !> Open the file named by the first command-line argument (the host's namelist); abort with `usage`.
+  subroutine open_argument_file(usage, unit, path)
+    character(len=*), intent(in) :: usage     !! the usage line printed when the argument is missing
+    integer, intent(out) :: unit              !! the opened unit, to read the namelist from
+    character(len=*), intent(out) :: path     !! the file's path, for messages
+    character(len=1024) :: iomsg
+    integer :: ios
+    if (command_argument_count() < 1) call fail(2, 'usage: ' // usage)
+    call get_command_argument(1, path)
+    open(newunit=unit, file=trim(path), status='old', action='read', iostat=ios, iomsg=iomsg)
+    if (ios /= 0) call fail(2, 'cannot open ' // trim(path) // ': ' // trim(iomsg))
+  end subroutine open_argument_file
 
   !> Print a failure and end the whole run with `code`.
   subroutine fail(code, message)

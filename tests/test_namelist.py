@@ -43,6 +43,9 @@ def test_defaults_and_relative_paths(tmp_path):
         ({"input_dir": "'/nonexistent/world'"}, "key 'input_dir': folder /nonexistent/world does not exist"),
         ({"landuse_emulator": "'weights/missing.safetensors'"}, "key 'landuse_emulator': file"),
         ({"tile_size": "60"}, "key 'tile_size' = 60 must be a multiple of 8"),
+        ({"crosswalk": "'jsbach'"}, "key 'crosswalk' = 'jsbach' is not one of none, ecland, clm"),
+        ({"host_weights_file": "'mesh.nc'"}, "key 'host_weights_file': file"),
+        ({"region": "10.0, 5.0, 0.0, 20.0"}, "key 'region'"),
     ],
 )
 def test_bad_values_name_the_key_and_the_file(tmp_path, extra, message):
@@ -76,3 +79,11 @@ def test_demo_namelist_holds_valid_host_and_plugin_groups(tmp_path, world_dir):
     host = read_host_namelist(str(tmp_path / "demo.nml"))
     assert (cfg.host_nlat, cfg.host_nlon) == (host.nlat, host.nlon) == (90, 180)
     assert host.nyears >= 3 and host.step_frequency == "monthly" and cfg.lai_cadence == "monthly"
+
+
+def test_a_weights_file_replaces_the_lat_lon_host_grid(tmp_path):
+    (tmp_path / "mesh.nc").touch()
+    p = tmp_path / "u.nml"
+    p.write_text(f"&ai4land_nml\n input_dir = '{_input_dir(tmp_path)}'\n host_weights_file = 'mesh.nc'\n/\n")
+    cfg = read_namelist(p)
+    assert cfg.host_weights_file == str(tmp_path / "mesh.nc") and cfg.host_nlat == 0

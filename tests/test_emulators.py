@@ -12,7 +12,8 @@ import torch
 from ai4land_coupler.datasets import BIOCLIM_NAMES, CLASS_CODES, STATIC_NAMES, WorldData, sha256_file
 from ai4land_coupler.emulators import (LANDUSE_CLASSES, SHIPPED, WEIGHTS_DIR, LaiEmulator, LandUseEmulator, UNet,
                                        load_emulator)
-from ai4land_coupler.emulators.landuse import group_shares, one_hot_classes
+from ai4land_coupler.datasets import group_shares
+from ai4land_coupler.emulators.landuse import one_hot_classes
 from ai4land_coupler.errors import EmulatorError
 from ai4land_coupler.grids import LatLonGrid, Region, block_sum
 from ai4land_coupler.evaluation import evaluate_landuse, make_splits
@@ -97,12 +98,12 @@ def test_conserve_makes_every_coarse_cell_hold_the_scenario_exactly():
     split[:, rng.random(non_water.shape) > 0.5] *= np.array([1, 0, 1, 0, 1.0])[:, None]  # some groups absent
     split /= split.sum(axis=0)
     scenario = np.repeat(np.repeat(split * non_water, k, axis=1), k, axis=2).astype(np.float32)
-    before = np.abs(group_shares(probs, area, k) - scenario[:, ::k, ::k]).max()
+    before = np.abs(group_shares(probs, k, area) - scenario[:, ::k, ::k]).max()
     out = emu.conserve(probs, scenario, land, area)
     assert out.dtype == np.float64 and out.shape == probs.shape and out.min() >= 0.0
     np.testing.assert_allclose(out.sum(axis=0), 1.0, atol=1e-12)
     np.testing.assert_array_equal(out[:, ~land], probs[:, ~land])
-    after = np.abs(group_shares(out, area, k) - scenario[:, ::k, ::k]).max()
+    after = np.abs(group_shares(out, k, area) - scenario[:, ::k, ::k]).max()
     assert before > 0.05 and after < 1e-7  # float32 scenarios may ask for a hair more than the land
     groups = {0: [4], 1: [5, 6], 2: [1], 3: [2], 4: [3]}  # group → class levels, by hand
     for g, levels in groups.items():
@@ -122,7 +123,7 @@ def test_conserve_scales_a_scenario_larger_than_the_land_down_to_fit():
     scenario = np.zeros((5, h, w), dtype=np.float32)
     scenario[0], scenario[3] = 0.6, 0.2  # ... the scenario asks for 80 % forest + cropland
     out = emu.conserve(probs, scenario, land, np.ones((h, w)))
-    np.testing.assert_allclose(group_shares(out, np.ones((h, w)), k)[[0, 3], 0, 0], [0.375, 0.125], atol=1e-12)
+    np.testing.assert_allclose(group_shares(out, k, np.ones((h, w)))[[0, 3], 0, 0], [0.375, 0.125], atol=1e-12)
 
 
 def test_uncertainty_is_the_normalised_entropy():
@@ -321,7 +322,7 @@ def test_allocate_meets_the_scenario_within_a_pixel_and_keeps_a_consistent_map()
     truth[:4, :4] = 0  # an all-ocean cell
     truth[rng.random((h, w)) < 0.1] = 0
     land = truth != 0
-    scenario = np.repeat(np.repeat(group_shares(one_hot_classes(truth), area, k), k, axis=1), k, axis=2)
+    scenario = np.repeat(np.repeat(group_shares(one_hot_classes(truth), k, area), k, axis=1), k, axis=2)
     # Probabilities that are the truth itself give back the truth (a scenario-consistent map is a fixed point) ...
     assert np.array_equal(emu.allocate(emu.apply_mask(one_hot_classes(truth), land), scenario, land, area), truth)
     # ... and any probabilities give a map whose group areas miss the scenario by less than one pixel.
@@ -329,7 +330,7 @@ def test_allocate_meets_the_scenario_within_a_pixel_and_keeps_a_consistent_map()
     probs = emu.apply_mask(emu.probabilities(logits)[0].numpy(), land)
     fine = emu.allocate(probs, scenario, land, area)
     assert np.array_equal(fine == 0, ~land)
-    miss = np.abs(group_shares(one_hot_classes(fine), area, k) - scenario[:, ::k, ::k])
+    miss = np.abs(group_shares(one_hot_classes(fine), k, area) - scenario[:, ::k, ::k])
     largest_pixel = area.reshape(h // k, k, w // k, k).max(axis=(1, 3)) / block_sum(area, k)
     assert np.all(miss <= largest_pixel + 1e-12)
     # Within its group, each pixel takes its most probable class.

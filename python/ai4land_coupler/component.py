@@ -14,7 +14,7 @@ import numpy as np
 
 from . import crosswalks
 from .clock import Events, ModelClock
-from .datasets import NODATA, fill_nodata
+from .datasets import NODATA, fill_nodata, group_shares
 from .comm import Communicator, as_communicator
 from .errors import ArgumentError, CallOrderError, ClockError, EmulatorError, PartitionError
 from .grids import LatLonGrid, area_weighted_block_mean
@@ -275,10 +275,8 @@ class Component:
 
     def _check_conservation(self, year: int, probs: np.ndarray, scenario: np.ndarray) -> None:
         """The projection's guarantee, verified every year: emulated group shares = scenario."""
-        from .emulators.landuse import group_shares
-
         k = self.world.factor
-        emulated = group_shares(probs, self.fine_area, k)
+        emulated = group_shares(probs, k, self.fine_area)
         wanted = scenario[:, ::k, ::k].astype(np.float64)
         land_share = area_weighted_block_mean(self.world.land_mask.astype(np.float64), self.fine_grid, k)
         feasible = wanted.sum(axis=0) <= land_share + CONSERVATION_TOLERANCE  # float32 states: rounding excess

@@ -58,6 +58,9 @@ LUH2_CROSSWALK = {
 }
 # Class code → scenario group index (ocean and inland water belong to no group).
 GROUP_OF_CLASS = {FOREST: 0, GRASS: 1, SPARSE: 1, URBAN: 2, CROPLAND: 3, PASTURE: 4}
+GROUP_MATRIX = np.zeros((len(LANDUSE_CLASSES), len(SCENARIO_GROUPS)))  # class level × group: 1 where it belongs
+for _code, _group in GROUP_OF_CLASS.items():
+    GROUP_MATRIX[CLASS_INDEX[_code], _group] = 1.0
 
 BIOCLIM_NAMES = ("bio01", "bio04", "bio12", "bio15")
 STATIC_NAMES = ("elevation", "slope", "soil_quality") + BIOCLIM_NAMES
@@ -114,15 +117,20 @@ def fill_nodata(lulc: np.ndarray, factor: int) -> np.ndarray:
     return out
 
 
-def group_fractions(lulc: np.ndarray, factor: int, weights: np.ndarray) -> np.ndarray:
-    """Area fraction of each scenario group per coarse cell, as LUH2 states are: (5, H/factor, W/factor) float64.
-
-    ``weights``: the fine cells' areas (e.g. ``grid.cell_area_weights()``). Codes outside the groups
-    (ocean, water, no data) count in no group.
+def group_shares(class_fractions: np.ndarray, factor: int, weights: np.ndarray) -> np.ndarray:
+    """Area fraction of each scenario group per coarse cell, as LUH2 states are: (5, H/factor, W/factor)
+    float64, from class fractions (8, H, W) in :data:`LANDUSE_CLASSES` order (a one-hot map or
+    probabilities). ``weights``: the fine cells' areas (e.g. ``grid.cell_area_weights()``). Ocean and
+    inland water count in no group.
     """
-    onehot = np.stack([np.isin(lulc, [c for c, g in GROUP_OF_CLASS.items() if g == k])
-                       for k in range(len(SCENARIO_GROUPS))]).astype(np.float64)
-    return block_sum(onehot * weights, factor) / block_sum(weights, factor)
+    mass = np.tensordot(GROUP_MATRIX.T, np.asarray(class_fractions, dtype=np.float64), axes=1) * weights
+    return block_sum(mass, factor) / block_sum(np.asarray(weights, dtype=np.float64), factor)
+
+
+def group_fractions(lulc: np.ndarray, factor: int, weights: np.ndarray) -> np.ndarray:
+    """:func:`group_shares` of a class map (no-data pixels count in no group)."""
+    onehot = CLASS_INDEX[lulc][None] == np.arange(len(LANDUSE_CLASSES))[:, None, None]
+    return group_shares(onehot, factor, weights)
 
 
 def combine_drivers(climatology: np.ndarray, anomaly: np.ndarray, factor: int) -> np.ndarray:

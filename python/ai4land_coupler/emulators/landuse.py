@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..datasets import CLASS_CODES, CLASS_INDEX, GROUP_OF_CLASS, LANDUSE_CLASSES, NODATA, SCENARIO_GROUPS, group_fractions
+from ..datasets import CLASS_CODES, CLASS_INDEX, GROUP_MATRIX, LANDUSE_CLASSES, NODATA, SCENARIO_GROUPS, group_fractions
 from ..errors import EmulatorError
 from ..grids import block_sum, upsample_blocks
 from .checkpoint import Emulator
@@ -29,10 +29,7 @@ from .unet import UNet
 
 
 # Class level → column of the conservation: the 5 scenario groups, then "no group" (ocean, water).
-_GROUP_MATRIX = np.zeros((len(LANDUSE_CLASSES), len(SCENARIO_GROUPS) + 1))
-for _code, _group in GROUP_OF_CLASS.items():
-    _GROUP_MATRIX[CLASS_INDEX[_code], _group] = 1.0
-_GROUP_MATRIX[_GROUP_MATRIX.sum(axis=1) == 0, -1] = 1.0
+_GROUP_MATRIX = np.concatenate([GROUP_MATRIX, (GROUP_MATRIX.sum(axis=1) == 0)[:, None]], axis=1)
 
 
 def _to_blocks(a: np.ndarray, k: int) -> np.ndarray:
@@ -73,16 +70,6 @@ def one_hot_classes(codes: np.ndarray) -> np.ndarray:
         bad = np.unique(codes[(index < 0) & (codes != NODATA)]).tolist()
         raise EmulatorError(f"class map holds codes {bad} outside {CLASS_CODES.tolist()}")
     return (index[None] == np.arange(len(LANDUSE_CLASSES))[:, None, None]).astype(np.float32)
-
-
-def group_shares(class_fractions: np.ndarray, area: np.ndarray, factor: int) -> np.ndarray:
-    """Area-weighted share of each scenario group in each coarse cell, (5, Hc, Wc) float64, from class
-    probabilities (8, H, W) (ocean and water count in no group; for a class map see
-    :func:`~ai4land_coupler.datasets.group_fractions`). :meth:`LandUseEmulator.conserve` makes it
-    equal to the scenario."""
-    groups = _GROUP_MATRIX[:, :len(SCENARIO_GROUPS)] * (CLASS_CODES != 0)[:, None]
-    mass = np.tensordot(groups.T, np.asarray(class_fractions, dtype=np.float64), axes=1) * area
-    return block_sum(mass, factor) / block_sum(np.asarray(area, dtype=np.float64), factor)
 
 
 def landuse_features(scenario_fine: np.ndarray, static: dict, prev_map: np.ndarray, area: np.ndarray, factor: int,

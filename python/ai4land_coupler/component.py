@@ -203,8 +203,8 @@ class Component:
         return field
 
     def _host_mean(self, weights: np.ndarray, values: np.ndarray) -> np.ndarray:
-        """Per level, the area- and ``weights``-weighted mean of ``values`` (H, W) over each host cell
-        (levels, local); 0 where a level has no weight in the cell."""
+        """The area- and ``weights``-weighted mean of ``values`` over each host cell, (levels, local); 0
+        where the weights vanish. ``weights`` (levels or 1, H, W), ``values`` (H, W) or (levels, H, W)."""
         total = self._to_host(weights)
         return np.where(total > 0, self._to_host(weights * values) / np.where(total > 0, total, 1.0), 0.0)
 
@@ -268,8 +268,7 @@ class Component:
                 self._fields[name] = self._to_host(cover[None])
         elif self.config.crosswalk == "clm":
             types = crosswalks.clm_types(probs, self.world.static["bio01"])
-            land_share = self._to_host(land[None].astype(np.float64))
-            self._fields["pct_pft"] = np.where(land_share > 0, 100.0 * self._to_host(types) / np.where(land_share > 0, land_share, 1.0), 0.0)
+            self._fields["pct_pft"] = 100.0 * self._host_mean(land[None].astype(np.float64), types)
         if self.history is not None:
             self.history.write_landuse(events.date, self.fine_map, uncertainty)
 

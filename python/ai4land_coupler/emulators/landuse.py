@@ -23,7 +23,7 @@ import torch
 
 from ..datasets import CLASS_CODES, CLASS_INDEX, GROUP_MATRIX, LANDUSE_CLASSES, NODATA, SCENARIO_GROUPS, group_fractions
 from ..errors import EmulatorError
-from ..grids import block_sum, upsample_blocks
+from ..grids import upsample_blocks
 from .checkpoint import Emulator
 from .unet import UNet
 

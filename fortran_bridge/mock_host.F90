@@ -5,7 +5,7 @@
 !! Decomposes an nlat x nlon lat-lon grid into boxes over a 2-D process grid, drives the plugin
 !! through its lifecycle with an analytic seasonal climate (tas, pr, rsds put before each month),
 !! gets 'landuse_fraction' and 'lai' when the plugin says they changed, gathers them on rank 0
-!! into one netCDF file and prints one summary line per model year.
+!! into one CF netCDF file (docs/outputs.md) and prints one summary line per model year.
 !! Any plugin error: the message is printed and the run ends with MPI_Abort(status).
 program ai4land_mock_host
   use, intrinsic :: iso_fortran_env, only: output_unit
@@ -24,7 +24,6 @@ program ai4land_mock_host
                            put_drivers
 
   real(dp), parameter :: deg = acos(-1.0_dp) / 180.0_dp
-  integer, parameter :: name_len = 64
   type(ai4land_component) :: comp
   type(box_t), allocatable :: boxes(:)
   type(box_t) :: me
@@ -38,8 +37,9 @@ program ai4land_mock_host
   real(4), allocatable :: lai(:, :)
   real(dp) :: lai_sum, lai_wsum, lai_min, lai_max, t0
   logical :: have_lu, daily
-  integer :: ncid, dim_lon, dim_lat, dim_cls, dim_year, dim_time, dim_char
-  integer :: var_lon, var_lat, var_year, var_time, var_cls, var_lu, var_lai, var_unc
+  integer :: ncid, dim_lon, dim_lat, dim_cls, dim_year, dim_time, dim_nv
+  integer :: var_lon, var_lat, var_year, var_time, var_cls, var_name, var_lu, var_lai, var_unc
+  integer :: var_lon_bnds, var_lat_bnds, var_year_bnds, var_time_bnds
   character(len=:), allocatable :: summary, all_names
   character(len=32) :: num
 
@@ -87,10 +87,9 @@ program ai4land_mock_host
   call check_plugin(ierr, "ai4land_field_levels('lai')")
   if (nlai /= 1) call fail(99, "expected one level for 'lai'")
   allocate(class_names(ncls))
+  call get_class_names(comp, class_names)
   all_names = ''
   do k = 1, ncls
-    call ai4land_level_name(comp, 'landuse_fraction', k, class_names(k), ierr)
-    call check_plugin(ierr, 'ai4land_level_name')
     all_names = all_names // ' ' // trim(class_names(k))
   end do
   all_names = all_names(2:)  ! space-separated, like CF flag_meanings
@@ -162,78 +161,77 @@ program ai4land_mock_host
 
   call ai4land_finalize(comp, ierr)
   call check_plugin(ierr, 'ai4land_finalize')
-  if (rank == 0) call check_nc(nf90_close(ncid), 'close')
+  if (rank == 0) then
+    call end_time_records(ncid, var_time_bnds, lai_record, 365 * nyears)
+    call check_nc(nf90_close(ncid), 'close')
+  end if
   call MPI_Comm_free(comm, mpierr)
   call MPI_Finalize(mpierr)
 
 contains
 
+  !> Create the output file: CF coordinates with bounds, the class axis, the fields' definitions.
   subroutine create_output()
-    integer :: var_name
-    character(len=64) :: name_buf
     call check_nc(nf90_create(trim(output_file), ior(NF90_CLOBBER, NF90_NETCDF4), ncid), &
                   'create ' // trim(output_file))
     call check_nc(nf90_def_dim(ncid, 'lon', nlon, dim_lon), 'def_dim lon')
     call check_nc(nf90_def_dim(ncid, 'lat', nlat, dim_lat), 'def_dim lat')
-    call check_nc(nf90_def_dim(ncid, 'class', ncls, dim_cls), 'def_dim class')
+    call check_nc(nf90_def_dim(ncid, 'nv', 2, dim_nv), 'def_dim nv')
     call check_nc(nf90_def_dim(ncid, 'year', nyears, dim_year), 'def_dim year')
     call check_nc(nf90_def_dim(ncid, 'time', NF90_UNLIMITED, dim_time), 'def_dim time')
-    call check_nc(nf90_def_dim(ncid, 'name_strlen', name_len, dim_char), 'def_dim name_strlen')
+    call def_class_axis(ncid, ncls, dim_cls, var_cls, var_name)
 
     call check_nc(nf90_def_var(ncid, 'lon', NF90_DOUBLE, [dim_lon], var_lon), 'def_var lon')
-    call check_nc(nf90_put_att(ncid, var_lon, 'standard_name', 'longitude'), 'att')
-    call check_nc(nf90_put_att(ncid, var_lon, 'units', 'degrees_east'), 'att')
+    call put_cf_attributes(ncid, var_lon, standard_name='longitude', units='degrees_east', axis='X', bounds='lon_bnds')
+    call check_nc(nf90_def_var(ncid, 'lon_bnds', NF90_DOUBLE, [dim_nv, dim_lon], var_lon_bnds), 'def_var lon_bnds')
     call check_nc(nf90_def_var(ncid, 'lat', NF90_DOUBLE, [dim_lat], var_lat), 'def_var lat')
-    call check_nc(nf90_put_att(ncid, var_lat, 'standard_name', 'latitude'), 'att')
-    call check_nc(nf90_put_att(ncid, var_lat, 'units', 'degrees_north'), 'att')
-    call check_nc(nf90_def_var(ncid, 'year', NF90_INT, [dim_year], var_year), 'def_var year')
-    call check_nc(nf90_put_att(ncid, var_year, 'long_name', 'model year of the land-use state'), 'att')
-    call check_nc(nf90_def_var(ncid, 'time', NF90_DOUBLE, [dim_time], var_time), 'def_var time')
-    call check_nc(nf90_put_att(ncid, var_time, 'standard_name', 'time'), 'att')
-    write(name_buf, '(a,i4.4,a)') 'days since ', start_year, '-01-01 00:00:00'
-    call check_nc(nf90_put_att(ncid, var_time, 'units', trim(name_buf)), 'att')
-    call check_nc(nf90_put_att(ncid, var_time, 'calendar', 'noleap'), 'att')
-    call check_nc(nf90_def_var(ncid, 'class', NF90_INT, [dim_cls], var_cls), 'def_var class')
-    call check_nc(nf90_put_att(ncid, var_cls, 'long_name', 'land-use class index (1-based level)'), 'att')
-    call check_nc(nf90_def_var(ncid, 'class_name', NF90_CHAR, [dim_char, dim_cls], var_name), 'def_var class_name')
+    call put_cf_attributes(ncid, var_lat, standard_name='latitude', units='degrees_north', axis='Y', bounds='lat_bnds')
+    call check_nc(nf90_def_var(ncid, 'lat_bnds', NF90_DOUBLE, [dim_nv, dim_lat], var_lat_bnds), 'def_var lat_bnds')
+    call def_time_axis(ncid, 'year', dim_year, dim_nv, start_year, 'model year of the land-use state', &
+                       var_year, var_year_bnds)
+    call def_time_axis(ncid, 'time', dim_time, dim_nv, start_year, 'step at which the host received the LAI', &
+                       var_time, var_time_bnds)
 
     call check_nc(nf90_def_var(ncid, 'landuse_fraction', NF90_DOUBLE, [dim_lon, dim_lat, dim_cls, dim_year], &
                                var_lu), 'def_var landuse_fraction')
-    call check_nc(nf90_put_att(ncid, var_lu, 'long_name', 'land-use class fraction of the host cell'), 'att')
-    call check_nc(nf90_put_att(ncid, var_lu, 'units', '1'), 'att')
+    call put_cf_attributes(ncid, var_lu, standard_name='area_fraction', &
+                           long_name='land-use class fraction of the host cell', units='1', &
+                           cell_methods='area: mean year: mean', coordinates='class_name')
     call check_nc(nf90_put_att(ncid, var_lu, 'class_names', all_names), 'att')
     call check_nc(nf90_put_att(ncid, var_lu, '_FillValue', NF90_FILL_DOUBLE), 'att')
     call check_nc(nf90_def_var(ncid, 'landuse_uncertainty', NF90_DOUBLE, [dim_lon, dim_lat, dim_year], var_unc), &
                   'def_var landuse_uncertainty')
-    call check_nc(nf90_put_att(ncid, var_unc, 'long_name', &
-                  'land-use predictive uncertainty: class-probability entropy / log(7), mean over the land'), 'att')
-    call check_nc(nf90_put_att(ncid, var_unc, 'units', '1'), 'att')
+    call put_cf_attributes(ncid, var_unc, units='1', cell_methods='area: mean where land year: mean', long_name= &
+                           'land-use predictive uncertainty: class-probability entropy / log(7), mean over the land')
     call check_nc(nf90_put_att(ncid, var_unc, '_FillValue', NF90_FILL_DOUBLE), 'att')
     call check_nc(nf90_def_var(ncid, 'lai', NF90_FLOAT, [dim_lon, dim_lat, dim_time], var_lai), 'def_var lai')
-    call check_nc(nf90_put_att(ncid, var_lai, 'standard_name', 'leaf_area_index'), 'att')
-    call check_nc(nf90_put_att(ncid, var_lai, 'units', '1'), 'att')
+    call put_cf_attributes(ncid, var_lai, standard_name='leaf_area_index', long_name='leaf area index (m2 m-2)', &
+                           units='1', cell_methods='area: mean time: mean')
     call check_nc(nf90_put_att(ncid, var_lai, '_FillValue', NF90_FILL_FLOAT), 'att')
 
-    call check_nc(nf90_put_att(ncid, NF90_GLOBAL, 'Conventions', 'CF-1.8'), 'att')
+    call check_nc(nf90_put_att(ncid, NF90_GLOBAL, 'Conventions', cf_conventions), 'att')
     call check_nc(nf90_put_att(ncid, NF90_GLOBAL, 'title', 'ai4land Fortran mock host output'), 'att')
     call check_nc(nf90_put_att(ncid, NF90_GLOBAL, 'source', 'ai4land_mock_host'), 'att')
     call check_nc(nf90_put_att(ncid, NF90_GLOBAL, 'mpi_ranks', nranks), 'att')
     call check_nc(nf90_put_att(ncid, NF90_GLOBAL, 'step_frequency', trim(step_frequency)), 'att')
     call check_nc(nf90_enddef(ncid), 'enddef')
 
-    call check_nc(nf90_put_var(ncid, var_lon, [(-180.0_dp + (i - 0.5_dp) * 360.0_dp / nlon, i = 1, nlon)]), 'put lon')
-    call check_nc(nf90_put_var(ncid, var_lat, [(-90.0_dp + (j - 0.5_dp) * 180.0_dp / nlat, j = 1, nlat)]), 'put lat')
-    call check_nc(nf90_put_var(ncid, var_year, [(start_year + i - 1, i = 1, nyears)]), 'put year')
-    call check_nc(nf90_put_var(ncid, var_cls, [(k, k = 1, ncls)]), 'put class')
-    do k = 1, ncls  ! NUL-padded (the fill value)
-      call check_nc(nf90_put_var(ncid, var_name, trim(class_names(k)), start=[1, k], &
-                                 count=[max(len_trim(class_names(k)), 1), 1]), 'put class_name')
-    end do
+    call put_axis(ncid, var_lon, var_lon_bnds, [(-180.0_dp + (i - 0.5_dp) * 360.0_dp / nlon, i = 1, nlon)], &
+                  [(-180.0_dp + (i - 1) * 360.0_dp / nlon, i = 1, nlon)], &
+                  [(-180.0_dp + i * 360.0_dp / nlon, i = 1, nlon)])
+    call put_axis(ncid, var_lat, var_lat_bnds, [(-90.0_dp + (j - 0.5_dp) * 180.0_dp / nlat, j = 1, nlat)], &
+                  [(-90.0_dp + (j - 1) * 180.0_dp / nlat, j = 1, nlat)], &
+                  [(-90.0_dp + j * 180.0_dp / nlat, j = 1, nlat)])
+    call put_axis(ncid, var_year, var_year_bnds, [(365.0_dp * (i - 1), i = 1, nyears)], &
+                  [(365.0_dp * (i - 1), i = 1, nyears)], [(365.0_dp * i, i = 1, nyears)])
+    call put_class_axis(ncid, var_cls, var_name, class_names)
   end subroutine create_output
 
+  !> Write LAI record `record` of the gathered `lai_global`, and its time.
   subroutine write_lai(record, day_index)
-    integer, intent(in) :: record, day_index
-    call check_nc(nf90_put_var(ncid, var_time, [real(day_index, dp)], start=[record], count=[1]), 'put time')
+    integer, intent(in) :: record     !! the LAI record, 1-based
+    integer, intent(in) :: day_index  !! its time: days since 1 January of start_year
+    call put_time_record(ncid, var_time, var_time_bnds, record, day_index)
     call check_nc(nf90_put_var(ncid, var_lai, real(lai_global, 4), start=[1, 1, record], &
                                count=[nlon, nlat, 1]), 'put lai')
   end subroutine write_lai

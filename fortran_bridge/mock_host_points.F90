@@ -5,8 +5,9 @@
 !! Its cells are the destination cells of an ESMF/SCRIP weights file (as an ICON or FESOM model
 !! would have); rank r owns cells r+1, r+1+N, ... (1-based), a points partition in no box order.
 !! It puts the analytic climate at the cells' centre latitudes (yc_b), gets 'landuse_fraction'
-!! and 'lai' when they change, gathers them on rank 0 into one netCDF file (dimension cell) and
-!! prints one line per model year. Any plugin error ends the run with MPI_Abort(status).
+!! and 'lai' when they change, gathers them on rank 0 into one CF netCDF file (dimension cell, the
+!! centres yc_b/xc_b as auxiliary coordinates lat/lon; docs/outputs.md) and prints one line per
+!! model year. Any plugin error ends the run with MPI_Abort(status).
 program ai4land_mock_host_points
   use, intrinsic :: iso_fortran_env, only: output_unit
   use mpi
@@ -24,9 +25,11 @@ program ai4land_mock_host_points
   type(ai4land_component) :: comp
   integer :: mpierr, ierr, rank, nranks, comm, unit, ios, ncid, dimid, varid, ncells, nlocal, ncls, k
   integer :: year, month, changed, iyear, lai_record
-  integer :: out_id, dim_cell, dim_cls, dim_year, dim_time, var_lu, var_lai, var_lat
+  integer :: out_id, dim_cell, dim_cls, dim_year, dim_time, dim_nv, var_lu, var_lai, var_lat, var_lon
+  integer :: var_year, var_year_bnds, var_time, var_time_bnds, var_cls, var_name
   integer, allocatable :: cells(:)
-  real(dp), allocatable :: lat_all(:), lat(:), lu(:, :), lai(:), lu_all(:, :), lai_all(:, :)
+  real(dp), allocatable :: lat_all(:), lon_all(:), lat(:), lu(:, :), lai(:), lu_all(:, :), lai_all(:, :)
+  character(len=name_len), allocatable :: class_names(:)
   character(len=1024) :: nml_path, iomsg
 
   call MPI_Init(mpierr)
@@ -37,13 +40,15 @@ program ai4land_mock_host_points
   if (ios /= 0) call fail(2, 'bad &points_host_nml in ' // trim(nml_path) // ': ' // trim(iomsg))
   close(unit)
 
-  ! ---- the host's cells: those of the weights file, and their centre latitudes
+  ! ---- the host's cells: those of the weights file, and their centres (degrees)
   call check_nc(nf90_open(trim(weights_file), NF90_NOWRITE, ncid), 'open ' // trim(weights_file))
   call check_nc(nf90_inq_dimid(ncid, 'n_b', dimid), 'dimension n_b')
   call check_nc(nf90_inquire_dimension(ncid, dimid, len=ncells), 'dimension n_b')
-  allocate(lat_all(ncells))
+  allocate(lat_all(ncells), lon_all(ncells))
   call check_nc(nf90_inq_varid(ncid, 'yc_b', varid), 'variable yc_b')
   call check_nc(nf90_get_var(ncid, varid, lat_all), 'variable yc_b')
+  call check_nc(nf90_inq_varid(ncid, 'xc_b', varid), 'variable xc_b')
+  call check_nc(nf90_get_var(ncid, varid, lon_all), 'variable xc_b')
   call check_nc(nf90_close(ncid), 'close ' // trim(weights_file))
   if (ncells < nranks) call fail(2, 'more ranks than host cells')
   cells = [(k, k = rank + 1, ncells, nranks)]
@@ -60,7 +65,8 @@ program ai4land_mock_host_points
   call check_plugin(ierr, 'ai4land_enddef')
   call ai4land_field_levels(comp, 'landuse_fraction', ncls, ierr)
   call check_plugin(ierr, "ai4land_field_levels('landuse_fraction')")
-  allocate(lu(nlocal, ncls), lai(nlocal), lu_all(ncells, ncls), lai_all(ncells, 1))
+  allocate(lu(nlocal, ncls), lai(nlocal), lu_all(ncells, ncls), lai_all(ncells, 1), class_names(ncls))
+  call get_class_names(comp, class_names)
   if (rank == 0) call create_output()
 
   lai_record = 0
@@ -82,8 +88,12 @@ program ai4land_mock_host_points
         call check_plugin(ierr, "ai4land_get('lai')")
         call gather_points(reshape(lai, [nlocal, 1]), lai_all)
         lai_record = lai_record + 1
-        if (rank == 0) call check_nc(nf90_put_var(out_id, var_lai, lai_all(:, 1), start=[1, lai_record], &
-                                                  count=[ncells, 1]), 'put lai')
+        if (rank == 0) then
+          call put_time_record(out_id, var_time, var_time_bnds, lai_record, &
+                               (iyear - 1) * 365 + day_of_year(month, 1) - 1)
+          call check_nc(nf90_put_var(out_id, var_lai, lai_all(:, 1), start=[1, lai_record], count=[ncells, 1]), &
+                        'put lai')
+        end if
       end if
     end do
     if (rank == 0) then
@@ -95,7 +105,10 @@ program ai4land_mock_host_points
 
   call ai4land_finalize(comp, ierr)
   call check_plugin(ierr, 'ai4land_finalize')
-  if (rank == 0) call check_nc(nf90_close(out_id), 'close ' // trim(output_file))
+  if (rank == 0) then
+    call end_time_records(out_id, var_time_bnds, lai_record, 365 * nyears)
+    call check_nc(nf90_close(out_id), 'close ' // trim(output_file))
+  end if
   call MPI_Comm_free(comm, mpierr)
   call MPI_Finalize(mpierr)
 
@@ -123,22 +136,46 @@ contains
     end do
   end subroutine gather_points
 
+  !> Create the output file: cell centres as auxiliary coordinates (the weights file gives no cell
+  !> corners, so no lat/lon bounds), time axes with bounds, the class axis, the fields' definitions.
   subroutine create_output()
+    integer :: iy
     call check_nc(nf90_create(trim(output_file), ior(NF90_CLOBBER, NF90_NETCDF4), out_id), 'create ' // trim(output_file))
     call check_nc(nf90_def_dim(out_id, 'cell', ncells, dim_cell), 'def_dim cell')
-    call check_nc(nf90_def_dim(out_id, 'class', ncls, dim_cls), 'def_dim class')
+    call check_nc(nf90_def_dim(out_id, 'nv', 2, dim_nv), 'def_dim nv')
     call check_nc(nf90_def_dim(out_id, 'year', nyears, dim_year), 'def_dim year')
     call check_nc(nf90_def_dim(out_id, 'time', NF90_UNLIMITED, dim_time), 'def_dim time')
+    call def_class_axis(out_id, ncls, dim_cls, var_cls, var_name)
     call check_nc(nf90_def_var(out_id, 'lat', NF90_DOUBLE, [dim_cell], var_lat), 'def_var lat')
-    call check_nc(nf90_put_att(out_id, var_lat, 'units', 'degrees_north'), 'att')
+    call put_cf_attributes(out_id, var_lat, standard_name='latitude', long_name='host cell centre latitude (yc_b)', &
+                           units='degrees_north')
+    call check_nc(nf90_def_var(out_id, 'lon', NF90_DOUBLE, [dim_cell], var_lon), 'def_var lon')
+    call put_cf_attributes(out_id, var_lon, standard_name='longitude', long_name='host cell centre longitude (xc_b)', &
+                           units='degrees_east')
+    call def_time_axis(out_id, 'year', dim_year, dim_nv, start_year, 'model year of the land-use state', &
+                       var_year, var_year_bnds)
+    call def_time_axis(out_id, 'time', dim_time, dim_nv, start_year, 'step at which the host received the LAI', &
+                       var_time, var_time_bnds)
     call check_nc(nf90_def_var(out_id, 'landuse_fraction', NF90_DOUBLE, [dim_cell, dim_cls, dim_year], var_lu), &
                   'def_var landuse_fraction')
-    call check_nc(nf90_put_att(out_id, var_lu, 'units', '1'), 'att')
+    call put_cf_attributes(out_id, var_lu, standard_name='area_fraction', &
+                           long_name='land-use class fraction of the host cell', units='1', &
+                           cell_methods='area: mean year: mean', coordinates='lat lon class_name')
     call check_nc(nf90_def_var(out_id, 'lai', NF90_DOUBLE, [dim_cell, dim_time], var_lai), 'def_var lai')
-    call check_nc(nf90_put_att(out_id, var_lai, 'standard_name', 'leaf_area_index'), 'att')
+    call put_cf_attributes(out_id, var_lai, standard_name='leaf_area_index', long_name='leaf area index (m2 m-2)', &
+                           units='1', cell_methods='area: mean time: mean', coordinates='lat lon')
+    call check_nc(nf90_put_att(out_id, NF90_GLOBAL, 'Conventions', cf_conventions), 'att')
+    call check_nc(nf90_put_att(out_id, NF90_GLOBAL, 'title', 'ai4land Fortran mock host output, unstructured cells'), &
+                  'att')
+    call check_nc(nf90_put_att(out_id, NF90_GLOBAL, 'source', 'ai4land_mock_host_points'), 'att')
+    call check_nc(nf90_put_att(out_id, NF90_GLOBAL, 'host_weights_file', trim(weights_file)), 'att')
     call check_nc(nf90_put_att(out_id, NF90_GLOBAL, 'mpi_ranks', nranks), 'att')
     call check_nc(nf90_enddef(out_id), 'enddef')
     call check_nc(nf90_put_var(out_id, var_lat, lat_all), 'put lat')
+    call check_nc(nf90_put_var(out_id, var_lon, lon_all), 'put lon')
+    call put_axis(out_id, var_year, var_year_bnds, [(365.0_dp * (iy - 1), iy = 1, nyears)], &
+                  [(365.0_dp * (iy - 1), iy = 1, nyears)], [(365.0_dp * iy, iy = 1, nyears)])
+    call put_class_axis(out_id, var_cls, var_name, class_names)
   end subroutine create_output
 
 end program ai4land_mock_host_points

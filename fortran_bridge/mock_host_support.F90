@@ -1,5 +1,6 @@
 !> Shared routines of the Fortran mock hosts (mock_host.F90: lat-lon boxes; mock_host_points.F90:
-!! an unstructured host given by points): errors, the calendar, gathering, the analytic climate.
+!! an unstructured host given by points): errors, the calendar, gathering, the analytic climate,
+!! and the CF conventions of their output files (docs/outputs.md).
 module mock_host_support
   use, intrinsic :: iso_fortran_env, only: error_unit, output_unit, real64
   use mpi
@@ -9,8 +10,12 @@ module mock_host_support
   private
   public :: dp, box_t, split, box_of_rank, check_plugin, check_nc, fail, gather_boxes, &
             days_in_month, day_of_year, put_climate, open_argument_file
+  public :: name_len, cf_conventions, get_class_names, put_cf_attributes, def_time_axis, def_class_axis, &
+            put_class_axis, put_axis, put_time_record, end_time_records
 
   integer, parameter :: dp = real64
+  integer, parameter :: name_len = 64  ! characters of a class name in the output files
+  character(len=*), parameter :: cf_conventions = 'CF-1.10'
   integer, parameter :: days_in_month(12) = [31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31]
 
   !> A rank's box of host cells, 1-based.
@@ -156,5 +161,131 @@ contains
     call ai4land_put(comp, 'rsds', rsds, ierr)
     call check_plugin(ierr, "ai4land_put('rsds')")
   end subroutine put_climate
+
+  !> The plugin's names of the 'landuse_fraction' levels.
+  subroutine get_class_names(comp, class_names)
+    type(ai4land_component), intent(in) :: comp               !! the plugin component, after enddef
+    character(len=name_len), intent(out) :: class_names(:)    !! one name per level, in level order
+    integer :: k, ierr
+    do k = 1, size(class_names)
+      call ai4land_level_name(comp, 'landuse_fraction', k, class_names(k), ierr)
+      call check_plugin(ierr, 'ai4land_level_name')
+    end do
+  end subroutine get_class_names
+
+  !> Put the CF attributes given (each one optional) on a variable; the file is in define mode.
+  subroutine put_cf_attributes(ncid, varid, standard_name, long_name, units, calendar, axis, bounds, &
+                               cell_methods, coordinates)
+    integer, intent(in) :: ncid                                   !! the netCDF file
+    integer, intent(in) :: varid                                  !! the variable
+    character(len=*), intent(in), optional :: standard_name       !! a name from the CF standard-name table
+    character(len=*), intent(in), optional :: long_name           !! a description
+    character(len=*), intent(in), optional :: units               !! UDUNITS units ('1': a dimensionless fraction)
+    character(len=*), intent(in), optional :: calendar            !! calendar of a time coordinate
+    character(len=*), intent(in), optional :: axis                !! X, Y or T
+    character(len=*), intent(in), optional :: bounds              !! name of the cell-bounds variable
+    character(len=*), intent(in), optional :: cell_methods        !! e.g. 'area: mean time: mean'
+    character(len=*), intent(in), optional :: coordinates         !! auxiliary coordinates, blank-separated
+    if (present(standard_name)) call put_text('standard_name', standard_name)
+    if (present(long_name)) call put_text('long_name', long_name)
+    if (present(units)) call put_text('units', units)
+    if (present(calendar)) call put_text('calendar', calendar)
+    if (present(axis)) call put_text('axis', axis)
+    if (present(bounds)) call put_text('bounds', bounds)
+    if (present(cell_methods)) call put_text('cell_methods', cell_methods)
+    if (present(coordinates)) call put_text('coordinates', coordinates)
+  contains
+    subroutine put_text(name, value)
+      character(len=*), intent(in) :: name   !! the attribute
+      character(len=*), intent(in) :: value  !! its text
+      call check_nc(nf90_put_att(ncid, varid, name, value), 'put_att ' // name)
+    end subroutine put_text
+  end subroutine put_cf_attributes
+
+  !> Define the CF time coordinate `name(name)`, days since 1 January of `start_year` in the noleap
+  !> calendar, and its bounds `name_bnds(nv, name)`; the file is in define mode.
+  subroutine def_time_axis(ncid, name, dim, dim_nv, start_year, long_name, varid, bnds_id)
+    integer, intent(in) :: ncid                !! the netCDF file
+    character(len=*), intent(in) :: name       !! name of the coordinate, and of its dimension `dim`
+    integer, intent(in) :: dim                 !! the coordinate's dimension
+    integer, intent(in) :: dim_nv              !! the bounds dimension, of length 2
+    integer, intent(in) :: start_year          !! the first model year: time 0 is its 1 January
+    character(len=*), intent(in) :: long_name  !! what a time value marks
+    integer, intent(out) :: varid              !! the coordinate variable
+    integer, intent(out) :: bnds_id            !! its bounds variable
+    character(len=64) :: units
+    write(units, '(a,i4.4,a)') 'days since ', start_year, '-01-01 00:00:00'
+    call check_nc(nf90_def_var(ncid, name, NF90_DOUBLE, [dim], varid), 'def_var ' // name)
+    call put_cf_attributes(ncid, varid, standard_name='time', long_name=long_name, units=trim(units), &
+                           calendar='noleap', axis='T', bounds=name // '_bnds')
+    call check_nc(nf90_def_var(ncid, name // '_bnds', NF90_DOUBLE, [dim_nv, dim], bnds_id), &
+                  'def_var ' // name // '_bnds')
+  end subroutine def_time_axis
+
+  !> Define the class axis: `class(class)` (1-based level) and its label `class_name(name_strlen, class)`.
+  subroutine def_class_axis(ncid, ncls, dim_cls, var_cls, var_name)
+    integer, intent(in) :: ncid       !! the netCDF file, in define mode
+    integer, intent(in) :: ncls       !! number of classes
+    integer, intent(out) :: dim_cls   !! the class dimension
+    integer, intent(out) :: var_cls   !! the class index coordinate
+    integer, intent(out) :: var_name  !! the class names
+    integer :: dim_char
+    call check_nc(nf90_def_dim(ncid, 'class', ncls, dim_cls), 'def_dim class')
+    call check_nc(nf90_def_dim(ncid, 'name_strlen', name_len, dim_char), 'def_dim name_strlen')
+    call check_nc(nf90_def_var(ncid, 'class', NF90_INT, [dim_cls], var_cls), 'def_var class')
+    call put_cf_attributes(ncid, var_cls, long_name='land-use class index (1-based level)')
+    call check_nc(nf90_def_var(ncid, 'class_name', NF90_CHAR, [dim_char, dim_cls], var_name), 'def_var class_name')
+    call put_cf_attributes(ncid, var_name, long_name='land-use class name')
+  end subroutine def_class_axis
+
+  !> Put the class indices and names defined by def_class_axis; the file is in data mode.
+  subroutine put_class_axis(ncid, var_cls, var_name, class_names)
+    integer, intent(in) :: ncid                              !! the netCDF file
+    integer, intent(in) :: var_cls                           !! the class index coordinate
+    integer, intent(in) :: var_name                          !! the class names
+    character(len=name_len), intent(in) :: class_names(:)    !! one name per class
+    integer :: k
+    call check_nc(nf90_put_var(ncid, var_cls, [(k, k = 1, size(class_names))]), 'put class')
+    do k = 1, size(class_names)  ! NUL-padded (the fill value)
+      call check_nc(nf90_put_var(ncid, var_name, trim(class_names(k)), start=[1, k], &
+                                 count=[max(len_trim(class_names(k)), 1), 1]), 'put class_name')
+    end do
+  end subroutine put_class_axis
+
+  !> Put a coordinate's values and its cell bounds; the file is in data mode.
+  subroutine put_axis(ncid, varid, bnds_id, values, lower, upper)
+    integer, intent(in) :: ncid          !! the netCDF file
+    integer, intent(in) :: varid         !! the coordinate variable
+    integer, intent(in) :: bnds_id       !! its bounds variable, (2, size(values))
+    real(dp), intent(in) :: values(:)    !! the coordinate values
+    real(dp), intent(in) :: lower(:)     !! each cell's first bound
+    real(dp), intent(in) :: upper(:)     !! each cell's second bound
+    call check_nc(nf90_put_var(ncid, varid, values), 'put coordinate')
+    call check_nc(nf90_put_var(ncid, bnds_id, transpose(reshape([lower, upper], [size(values), 2]))), &
+                  'put bounds')
+  end subroutine put_axis
+
+  !> Write time record `record` at `day`; its bounds start there, and so end the previous record's.
+  subroutine put_time_record(ncid, varid, bnds_id, record, day)
+    integer, intent(in) :: ncid      !! the netCDF file, in data mode
+    integer, intent(in) :: varid     !! the time coordinate
+    integer, intent(in) :: bnds_id   !! its bounds variable
+    integer, intent(in) :: record    !! the record, 1-based
+    integer, intent(in) :: day       !! the record's time, days since the time origin
+    call check_nc(nf90_put_var(ncid, varid, [real(day, dp)], start=[record], count=[1]), 'put time')
+    call check_nc(nf90_put_var(ncid, bnds_id, [real(day, dp)], start=[1, record], count=[1, 1]), 'put time_bnds')
+    if (record > 1) call check_nc(nf90_put_var(ncid, bnds_id, [real(day, dp)], start=[2, record - 1], &
+                                               count=[1, 1]), 'put time_bnds')
+  end subroutine put_time_record
+
+  !> End the bounds of the last time record at `day` (the end of the run).
+  subroutine end_time_records(ncid, bnds_id, nrecords, day)
+    integer, intent(in) :: ncid      !! the netCDF file, in data mode
+    integer, intent(in) :: bnds_id   !! the time bounds variable
+    integer, intent(in) :: nrecords  !! number of records written; none: nothing to end
+    integer, intent(in) :: day       !! the end of the run, days since the time origin
+    if (nrecords > 0) call check_nc(nf90_put_var(ncid, bnds_id, [real(day, dp)], start=[2, nrecords], &
+                                                 count=[1, 1]), 'put time_bnds')
+  end subroutine end_time_records
 
 end module mock_host_support

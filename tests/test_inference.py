@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 import torch
 
-from ai4land_coupler.comm import SerialComm
+from ai4land_coupler.comm import run_threads
 from ai4land_coupler.emulators.unet import UNet
-from ai4land_coupler.inference import gaussian_weights, make_lattice, tile_step, tiled_predict
+from ai4land_coupler.inference import gaussian_weights, make_lattice, make_layout, predict_slab, tile_step, tiled_predict
 
 
 def test_lattice_is_fixed_aligned_and_covers_the_grid():
@@ -30,8 +30,7 @@ def test_pointwise_model_is_reproduced_exactly_by_tiling(wrap):
     rng = np.random.default_rng(1)
     x = rng.normal(size=(3, 45, 90)).astype(np.float32)
     pointwise = lambda b: 2.0 * b[:, :2] + b[:, 2:3]  # noqa: E731
-    y = tiled_predict(pointwise, x, tile=32, overlap=0.5, wrap_lon=wrap, comm=SerialComm(),
-                      inference_index=0, n_inference=1)
+    y = tiled_predict(pointwise, x, tile=32, overlap=0.5, wrap_lon=wrap)
     assert y.shape == (2, 45, 90)
     np.testing.assert_allclose(y, 2.0 * x[:2] + x[2:3], rtol=1e-5, atol=1e-5)
 
@@ -40,38 +39,64 @@ def test_longitude_wrap_has_no_seam():
     # a model that sees its neighbours: on a zonally uniform field the output must be zonally uniform
     x = np.tile(np.linspace(0, 1, 40, dtype=np.float32)[None, :, None], (1, 1, 72))
     smooth = lambda b: (b + np.roll(b, 1, axis=3) + np.roll(b, -1, axis=3)) / 3  # noqa: E731
-    y = tiled_predict(smooth, x, tile=32, overlap=0.5, wrap_lon=True, comm=SerialComm(),
-                      inference_index=0, n_inference=1)
+    y = tiled_predict(smooth, x, tile=32, overlap=0.5, wrap_lon=True)
     interior = y[0, :, :]
     assert np.ptp(interior[5], axis=0) < 1e-6
 
 
-def test_batch_split_over_inference_ranks_gives_same_bits():
-    class Pretend:  # a comm whose allgather returns the work of two inference ranks
-        rank, size = 0, 1
+def _slabs(x, f, *, ranks: int, band_rows: int, wrap: bool, tile=32, batch_size=8):
+    """predict_slab on ``ranks`` thread ranks, one slab each; the whole field reassembled."""
+    layout = make_layout(*x.shape[1:], tile=tile, overlap=0.5, wrap_lon=wrap, band_rows=band_rows, n_slabs=ranks)
 
-        def allgather(self, obj):
-            other = {}
-            for b in range(1, 1000, 2):
-                if b < len(self.batches):
-                    other[b] = np.asarray(self.f(np.stack([self.x[:, j:j + 32, i:i + 32] for j, i in self.batches[b]])),
-                                          dtype=np.float32)
-            return [obj, other]
+    def work(comm):
+        first, end = layout.slab_rows(comm.rank)
+        slab = comm.rank if end > first else -1
+        return predict_slab(f, x[:, first:end] if slab >= 0 else None, layout, comm=comm, slab=slab,
+                            slab_ranks=list(range(ranks)), batch_size=batch_size)
 
-    rng = np.random.default_rng(2)
-    x = rng.normal(size=(2, 64, 128)).astype(np.float32)
-    f = lambda b: np.tanh(b.sum(axis=1, keepdims=True))  # noqa: E731
-    one = tiled_predict(f, x, tile=32, overlap=0.5, wrap_lon=True, comm=SerialComm(), inference_index=0,
-                        n_inference=1, batch_size=4)
-    p = Pretend()
-    lattice = make_lattice(64, 128, 32, 0.5, True)
-    tiles = lattice.tiles
-    p.batches = [tiles[k:k + 4] for k in range(0, len(tiles), 4)]
-    p.x = np.pad(x, ((0, 0), (0, 0), (0, max(lattice.lon_starts) + 32 - 128)), mode="wrap")
-    p.f = f
-    two = tiled_predict(f, x, tile=32, overlap=0.5, wrap_lon=True, comm=p, inference_index=0, n_inference=2,
-                        batch_size=4)
-    assert np.array_equal(one, two)
+    return np.concatenate([r for r in run_threads(ranks, work) if r is not None], axis=1)
+
+
+@pytest.mark.parametrize("wrap, shape", [(True, (72, 128)), (False, (70, 100))])
+@pytest.mark.parametrize("band_rows", [8, 24])
+def test_slabs_on_any_number_of_ranks_give_the_same_bits(wrap, shape, band_rows):
+    x = np.random.default_rng(2).normal(size=(2, *shape)).astype(np.float32)
+    f = lambda b: np.concatenate([np.tanh(b.sum(axis=1, keepdims=True)), 2 * b[:, :1]], axis=1)  # noqa: E731
+    one = _slabs(x, f, ranks=1, band_rows=band_rows, wrap=wrap)
+    assert one.shape == (2, *shape)
+    np.testing.assert_allclose(one, tiled_predict(f, x, tile=32, overlap=0.5, wrap_lon=wrap), rtol=1e-6, atol=1e-6)
+    for ranks in (2, 3, 5):
+        assert np.array_equal(_slabs(x, f, ranks=ranks, band_rows=band_rows, wrap=wrap), one), ranks
+
+
+def test_bands_hold_the_tiles_that_start_in_them_and_slabs_are_contiguous():
+    layout = make_layout(180, 360, tile=128, overlap=0.5, wrap_lon=True, band_rows=16, n_slabs=4)
+    assert [b.rows for b in layout.bands][:2] == [(0, 16), (16, 32)] and layout.bands[-1].rows == (176, 180)
+    assert sorted(t for b in layout.bands for t in b.tiles) == sorted(layout.lattice.tiles)
+    assert all(b.rows[0] <= j < b.rows[1] and b.reach >= j + 128 for b in layout.bands for j, _ in b.tiles)
+    rows = [layout.slab_rows(s) for s in range(4)]
+    assert rows[0][0] == 0 and rows[-1][1] == 180 and all(a[1] == b[0] for a, b in zip(rows, rows[1:]))
+    assert np.all(np.diff(layout.slab_of_band) >= 0)
+
+
+def test_a_failing_tile_batch_on_one_rank_fails_every_rank_without_a_hang():
+    from ai4land_coupler.errors import EmulatorError
+
+    x = np.zeros((1, 64, 64), np.float32)
+    layout = make_layout(64, 64, tile=32, overlap=0.5, wrap_lon=True, band_rows=16, n_slabs=2)
+
+    def work(comm):
+        def f(b):
+            if comm.rank == 1:
+                raise EmulatorError("injected")
+            return b
+        first, end = layout.slab_rows(comm.rank)
+        try:
+            predict_slab(f, x[:, first:end], layout, comm=comm, slab=comm.rank, slab_ranks=[0, 1])
+        except EmulatorError as exc:
+            return str(exc)
+
+    assert run_threads(2, work) == ["rank 1: injected"] * 2
 
 
 def _random_unet(seed: int = 0) -> UNet:
@@ -114,8 +139,7 @@ def test_tiling_differs_from_the_whole_field_only_where_the_receptive_field_is_c
     model, r, n, tile = _random_unet(1), UNet.receptive_radius(), 256, 128
     x = np.random.default_rng(1).normal(size=(3, n, n)).astype(np.float32)
     whole = _forward(model, x[None])[0]
-    tiled = tiled_predict(lambda b: _forward(model, b), x, tile=tile, overlap=0.5, wrap_lon=False,
-                          comm=SerialComm(), inference_index=0, n_inference=1)
+    tiled = tiled_predict(lambda b: _forward(model, b), x, tile=tile, overlap=0.5, wrap_lon=False)
     starts = make_lattice(n, n, tile, 0.5, wrap_lon=False).lat_starts
     p = np.arange(n)
     cut_1d = np.zeros(n, dtype=bool)

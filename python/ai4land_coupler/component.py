@@ -2,8 +2,12 @@
 
 init(comm, namelist) → def_partition(Box | Points) → enddef() → [put, step, get]* → finalize()
 
-The fine-grid state (last year's land-use map, LAI) is held whole on every rank and computed on a
-global tile lattice, so what a host cell receives never depends on the host's decomposition.
+The fine-grid state (last year's land-use map, LAI) lives in bands of rows on the inference ranks
+(:class:`~.inference.BandLayout`); each reads only its slab of the input files. Tiles of a global
+lattice are predicted by the slab that holds their first row, their sums travel to the bands they
+cover, and the host fields reach the host's cells through :class:`~.redistribution.HostExchange`.
+Every sum runs in an order fixed in global index space, so what a host cell receives never depends
+on the host's decomposition or on the number of inference ranks.
 """
 from __future__ import annotations
 
@@ -15,13 +19,15 @@ import numpy as np
 from . import crosswalks
 from .clock import Events, ModelClock
 from .datasets import NODATA, fill_nodata, group_shares
-from .comm import Communicator, as_communicator
-from .errors import ArgumentError, CallOrderError, ClockError, EmulatorError, PartitionError
-from .grids import LatLonGrid, area_weighted_block_mean
-from .inference import tiled_predict
+from .emulators.landuse import one_hot_classes
+from .comm import Communicator, as_communicator, collective
+from .errors import ArgumentError, CallOrderError, ClockError, EmulatorError, NamelistError, PartitionError
+from .grids import LatLonGrid, block_sum
+from .inference import BandLayout, make_layout, predict_slab, tile_step
 from .namelist import Config, read_namelist
 from .hostmap import HostMap, make_host_map
 from .partition import Box, Points, validate_cover
+from .redistribution import HostExchange
 from .runtime import RankRuntime, plan_runtime, setup_logging
 
 DRIVERS = ("tas", "pr", "rsds")  # fields the host may put: monthly means on its cells
@@ -56,40 +62,65 @@ class Component:
     def init(self, comm, namelist_path) -> None:
         self._require(State.NEW, call="init")
         from .datasets import WorldData
-        from .emulators import LANDUSE_CLASSES, load_emulator
-        from .emulators.landuse import one_hot_classes
 
         self.comm = as_communicator(comm)
         self.config = cfg = read_namelist(namelist_path)
         self.log = setup_logging(self.comm.rank, cfg.log_level)
         self.runtime: RankRuntime = plan_runtime(self.comm, cfg.device, cfg.torch_threads, cfg.inference_ranks)
-        self.world = WorldData.from_config(cfg)
-        self.fine_grid: LatLonGrid = self.world.fine_grid
-        self.fine_area = self.fine_grid.cell_area_weights()
-        try:
-            self.host_map: HostMap = make_host_map(self.fine_grid, cfg.host_nlat, cfg.host_nlon, cfg.host_weights_file)
-        except ArgumentError as exc:
-            raise ArgumentError(f"{namelist_path}: {exc}") from None
-        self.class_codes = np.array([c for c, _ in LANDUSE_CLASSES], dtype=np.uint8)
-        self.class_names = [n for _, n in LANDUSE_CLASSES]
-        self._onehot = one_hot_classes
-        dev = self.runtime.device
-        self.landuse_emulator = load_emulator("landuse", cfg.landuse_emulator, dev) if cfg.do_dynamic_landuse else None
-        self.lai_emulator = load_emulator("lai", cfg.lai_emulator, dev) if cfg.do_dynamic_lai else None
+        self.domain = collective(self.comm, lambda: WorldData.open_domain(cfg.world_files(), cfg.region))
+        self.fine_grid: LatLonGrid = self.domain.fine_grid
+        self.layout: BandLayout = self._layout(namelist_path)
+        first, end = self.layout.slab_rows(max(self.runtime.inference_index, 0))
+        self.slab = self.runtime.inference_index if self.runtime.inference_index >= 0 and end > first else -1
+        self.rows = (first, end) if self.slab >= 0 else (0, 0)
+        self.fine_area = self.fine_grid.cell_area_weights()[slice(*self.rows)]  # areas from the whole grid: same bits
+        collective(self.comm, lambda: self._open_inputs(namelist_path))
         self.clock = ModelClock(cfg.calendar, cfg.lai_cadence, cfg.lai_interval_days)
         self.crosswalk_levels = crosswalks.field_levels(cfg.crosswalk)
-        self.fine_map: np.ndarray | None = None
+        self.fine_map: np.ndarray | None = None  # this slab's rows
+        self._landuse_started = False
         self.fine_lai: np.ndarray | None = None
         self.history = None
         if cfg.output_dir and self.comm.rank == 0:
             from .history import FineHistory
 
-            self.history = FineHistory(cfg.output_dir, self.fine_grid, cfg.calendar, LANDUSE_CLASSES)
+            self.history = FineHistory(cfg.output_dir, self.fine_grid, cfg.calendar, self.classes)
         self.state = State.INITIALISED
-        self.log.info("initialised on %d ranks: host grid %s, emulator grid %dx%d, device %s, %d torch "
-                      "threads, %s inference rank", self.comm.size, self.host_map.description,
-                      self.fine_grid.nlat, self.fine_grid.nlon, dev, self.runtime.threads,
-                      "an" if self.runtime.is_inference_rank else "not an")
+        self.log.info("initialised on %d ranks: host grid %s, emulator grid %dx%d in %d bands, %s, device %s, "
+                      "%d torch threads", self.comm.size, self.host_map.description, self.fine_grid.nlat,
+                      self.fine_grid.nlon, len(self.layout.bands),
+                      f"fine rows {first}-{end}" if self.slab >= 0 else "no fine rows", self.runtime.device,
+                      self.runtime.threads)
+
+    def _layout(self, namelist_path) -> BandLayout:
+        cfg, k = self.config, self.domain.factor
+        step = tile_step(cfg.tile_size, cfg.tile_overlap)
+        band_rows = cfg.band_rows or -(-step // k) * k
+        if band_rows % k:
+            raise NamelistError(f"{namelist_path}: &ai4land_nml key 'band_rows' = {band_rows} is not a multiple of "
+                                f"the {k} fine rows of a LUH2 cell")
+        grid = self.fine_grid
+        return make_layout(grid.nlat, grid.nlon, tile=cfg.tile_size, overlap=cfg.tile_overlap, wrap_lon=grid.is_global,
+                           band_rows=band_rows, n_slabs=self.runtime.n_inference)
+
+    def _open_inputs(self, namelist_path) -> None:
+        """The host map on every rank; this slab's rows of the input files and the emulators on a slab rank."""
+        from .datasets import WorldData
+        from .emulators import LANDUSE_CLASSES, load_emulator
+
+        cfg = self.config
+        try:
+            self.host_map: HostMap = make_host_map(self.fine_grid, cfg.host_nlat, cfg.host_nlon, cfg.host_weights_file)
+        except ArgumentError as exc:
+            raise ArgumentError(f"{namelist_path}: {exc}") from None
+        self.classes = LANDUSE_CLASSES
+        self.class_names = [n for _, n in LANDUSE_CLASSES]
+        self.world = self.landuse_emulator = self.lai_emulator = None
+        if self.slab >= 0:
+            self.world = WorldData.from_config(cfg, self.rows)
+            dev = self.runtime.device
+            self.landuse_emulator = load_emulator("landuse", cfg.landuse_emulator, dev) if cfg.do_dynamic_landuse else None
+            self.lai_emulator = load_emulator("lai", cfg.lai_emulator, dev) if cfg.do_dynamic_lai else None
 
     def def_partition(self, partition: Box | Points) -> None:
         self._require(State.INITIALISED, call="def_partition")
@@ -106,6 +137,8 @@ class Component:
     def enddef(self) -> None:
         self._require(State.PARTITIONED, call="enddef")
         validate_cover(self.comm, self.local_cells, self.host_map.ncells)
+        self.exchange = HostExchange(self.comm, self.host_map, self.layout, self.slab, self.runtime.inference_ranks,
+                                     self.local_cells)
         self.state = State.RUNNING
 
     @property
@@ -194,40 +227,15 @@ class Component:
                                 f"({nlev} level(s) x {self.local_size} local cells)")
         return array.reshape(-1)
 
-    def _gather_host(self, local: np.ndarray) -> np.ndarray:
-        """A field on all host cells (ncells,) from every rank's local cells."""
-        values = self.comm.allgatherv(local)
-        cells = self.comm.allgatherv(self.local_cells)
-        field = np.empty(self.host_map.ncells)
-        field[cells] = values
-        return field
+    def _means(self, *fields) -> list[np.ndarray]:
+        """Host-cell means of (values, weights or None) pairs on this slab: :meth:`HostExchange.means`."""
+        return self.exchange.means(list(fields))
 
-    def _host_mean(self, weights: np.ndarray, values: np.ndarray) -> np.ndarray:
-        """The area- and ``weights``-weighted mean of ``values`` over each host cell, (levels, local); 0
-        where the weights vanish. ``weights`` (levels or 1, H, W), ``values`` (H, W) or (levels, H, W)."""
-        total = self._to_host(weights)
-        return np.where(total > 0, self._to_host(weights * values) / np.where(total > 0, total, 1.0), 0.0)
-
-    def _to_host(self, fine: np.ndarray) -> np.ndarray:
-        """Fine (levels, H, W) → this rank's host cells (levels, local), area-weighted."""
-        return self.host_map.to_host(fine)[:, self.local_cells]
-
-    def _predict(self, emulator, inputs: np.ndarray) -> np.ndarray:
-        import torch
-
-        device = self.runtime.device
-
-        def predict_batch(x: np.ndarray) -> np.ndarray:
-            try:
-                with torch.inference_mode():
-                    return emulator.model(torch.from_numpy(x).to(device)).float().cpu().numpy()
-            except Exception as exc:
-                raise EmulatorError(f"{emulator.name}: inference failed on a batch of shape {x.shape}: {exc}") from exc
-
-        cfg = self.config
-        return tiled_predict(
-            predict_batch, inputs, tile=cfg.tile_size, overlap=cfg.tile_overlap, wrap_lon=self.fine_grid.is_global,
-            comm=self.comm, inference_index=self.runtime.inference_index, n_inference=self.runtime.n_inference)
+    def _predict(self, emulator, make_inputs) -> np.ndarray | None:
+        """The emulator over this slab (None off the slab ranks); ``make_inputs()`` gives its raw inputs."""
+        inputs = collective(self.comm, lambda: make_inputs() if self.slab >= 0 else None)
+        return predict_slab(emulator.predict_batch if emulator is not None else None, inputs, self.layout,
+                            comm=self.comm, slab=self.slab, slab_ranks=self.runtime.inference_ranks)
 
     def _initial_map(self, year: int) -> np.ndarray:
         earlier = [y for y in self.world.years if y < year]
@@ -245,51 +253,69 @@ class Component:
         (:meth:`LandUseEmulator.allocate`); the uncertainty is the
         normalised entropy of the probabilities, averaged over the land of each host cell."""
         year = events.date.year
-        if self.fine_map is None:
-            self.fine_map = self._initial_map(year)
-        land = self.world.land_mask
+        on_slab = self.slab >= 0
+        if not self._landuse_started:
+            self.fine_map = collective(self.comm, lambda: self._initial_map(year) if on_slab else None)
+            self._landuse_started = True
+        t0 = time.perf_counter()
+        probs = uncertainty = land = None
         if self.config.do_dynamic_landuse:
-            t0 = time.perf_counter()
             em = self.landuse_emulator
-            scenario = self.world.scenario_groups_fine(year)
-            probs = em.finish(self._predict(em, em.inputs(scenario, self.world.static, self.fine_map, self.fine_area)))
-            probs = em.conserve(em.apply_mask(probs, land), scenario, land, self.fine_area)
+            scenario = collective(self.comm, lambda: self.world.scenario_groups_fine(year) if on_slab else None)
+            raw = self._predict(em, lambda: em.inputs(scenario, self.world.static, self.fine_map, self.fine_area))
+            if on_slab:
+                land = self.world.land_mask
+                probs = em.conserve(em.apply_mask(em.finish(raw), land), scenario, land, self.fine_area)
             self._check_conservation(year, probs, scenario)
-            self.fine_map = em.allocate(probs, scenario, land, self.fine_area, self.fine_map)
-            uncertainty = em.uncertainty(probs, land)
+            if on_slab:
+                self.fine_map = em.allocate(probs, scenario, land, self.fine_area, self.fine_map)
+                uncertainty = em.uncertainty(probs, land)
             self.timings["landuse"] = self.timings.get("landuse", 0.0) + time.perf_counter() - t0
-        else:
-            probs = self._onehot(self.fine_map)
+        elif on_slab:
+            land = self.world.land_mask
+            probs = one_hot_classes(self.fine_map)
             uncertainty = np.zeros(land.shape)
-        self._fields["landuse_fraction"] = self._to_host(probs)
-        self._fields["landuse_uncertainty"] = self._host_mean(land[None].astype(np.float64), uncertainty)[0]
+        land_weight = land[None].astype(np.float64) if on_slab else None
+        fields = {"landuse_fraction": (probs, None),
+                  "landuse_uncertainty": (uncertainty[None] if on_slab else None, land_weight)}
         if self.config.crosswalk == "ecland":
-            for name, cover in crosswalks.ecland_covers(probs).items():
-                self._fields[name] = self._to_host(cover[None])
+            covers = crosswalks.ecland_covers(probs) if on_slab else dict.fromkeys(crosswalks.ECLAND_COVERS)
+            fields.update({name: (cover[None] if on_slab else None, None) for name, cover in covers.items()})
         elif self.config.crosswalk == "clm":
-            types = crosswalks.clm_types(probs, self.world.static["bio01"])
-            self._fields["pct_pft"] = 100.0 * self._host_mean(land[None].astype(np.float64), types)
-        if self.history is not None:
-            self.history.write_landuse(events.date, self.fine_map, uncertainty)
+            fields["pct_pft"] = (crosswalks.clm_types(probs, self.world.static["bio01"]) if on_slab else None, land_weight)
+        for name, mean in zip(fields, self._means(*fields.values())):
+            self._fields[name] = 100.0 * mean if name == "pct_pft" else mean
+        self._fields["landuse_uncertainty"] = self._fields["landuse_uncertainty"][0]
+        if self.config.output_dir:
+            fine_map, fine_uncertainty = (self.exchange.gather_rows(f) for f in (self.fine_map, uncertainty))
+            if self.history is not None:
+                self.history.write_landuse(events.date, fine_map, fine_uncertainty)
 
-    def _check_conservation(self, year: int, probs: np.ndarray, scenario: np.ndarray) -> None:
-        """The projection's guarantee, verified every year: emulated group shares = scenario."""
-        k = self.world.factor
-        emulated = group_shares(probs, k, self.fine_area)
-        wanted = scenario[:, ::k, ::k].astype(np.float64)
-        land_share = area_weighted_block_mean(self.world.land_mask.astype(np.float64), self.fine_grid, k)
-        feasible = wanted.sum(axis=0) <= land_share + CONSERVATION_TOLERANCE  # float32 states: rounding excess
-        error = np.abs(emulated - wanted)[:, feasible]
-        worst = float(error.max()) if error.size else 0.0
+    def _check_conservation(self, year: int, probs: np.ndarray | None, scenario: np.ndarray | None) -> None:
+        """The projection's guarantee, verified every year on every slab: emulated group shares = scenario."""
+        worst, feasible_cells, infeasible_cells = 0.0, 0, 0
+        if self.slab >= 0:
+            k = self.domain.factor
+            emulated = group_shares(probs, k, self.fine_area)
+            wanted = scenario[:, ::k, ::k].astype(np.float64)
+            land_share = block_sum(self.world.land_mask * self.fine_area, k) / block_sum(self.fine_area, k)
+            feasible = wanted.sum(axis=0) <= land_share + CONSERVATION_TOLERANCE  # float32 states: rounding excess
+            error = np.abs(emulated - wanted)[:, feasible]
+            worst = float(error.max()) if error.size else 0.0
+            feasible_cells, infeasible_cells = int(feasible.sum()), int((~feasible).sum())
+        reports = self.comm.allgather((worst, feasible_cells, infeasible_cells))
+        worst = max(r[0] for r in reports)
+        feasible_cells, infeasible_cells = (sum(r[n] for r in reports) for n in (1, 2))
         if worst > CONSERVATION_TOLERANCE:
             raise EmulatorError(f"year {year}: land use breaks the scenario by {worst:.3g} (> {CONSERVATION_TOLERANCE}) "
                                 f"in a coarse cell")
-        self.log.info("year %d: scenario conserved to %.1e in %d coarse cells%s", year, worst, int(feasible.sum()),
-                      "" if feasible.all() else f"; {int((~feasible).sum())} cells ask for more than their land "
-                                                f"and were scaled down to fit")
+        self.log.info("year %d: scenario conserved to %.1e in %d coarse cells%s", year, worst, feasible_cells,
+                      f"; {infeasible_cells} cells ask for more than their land and were scaled down to fit"
+                      if infeasible_cells else "")
 
-    def _drivers(self, events: Events) -> np.ndarray:
-        """Fine (3, H, W) drivers for the LAI period: the host's puts downscaled, else the input files."""
+    def _drivers(self, events: Events) -> np.ndarray | None:
+        """Fine (3, rows, W) drivers on this slab for the LAI period: the host's puts downscaled by the
+        delta method on the climatology, else the input files."""
         date = events.date
         put = self.comm.allgather(sorted(self._puts))
         if any(put) and any(p != put[0] for p in put):
@@ -297,35 +323,40 @@ class Component:
         missing = [d for d in DRIVERS if d not in put[0]]
         if put[0] and missing:
             raise ArgumentError(f"put the drivers {', '.join(DRIVERS)} together; missing {', '.join(missing)}")
+        on_slab = self.slab >= 0
         if not put[0]:
-            return self.world.drivers(date.year, date.month)
-        clim = self.world.climatology()[date.month - 1]
-        out = np.empty_like(clim)
-        for n, name in enumerate(DRIVERS):
-            host = self._gather_host(self._puts[name])
-            anomaly = self.host_map.to_fine(host - self.host_map.to_host(clim[n][None])[0])
-            out[n] = clim[n] + np.nan_to_num(anomaly, nan=0.0)  # delta downscaling; no host cell: climatology
-        out[1] = np.maximum(out[1], 0.0)
-        out[2] = np.maximum(out[2], 0.0)
+            return collective(self.comm, lambda: self.world.drivers(date.year, date.month) if on_slab else None)
+        clim = collective(self.comm, lambda: self.world.climatology()[date.month - 1] if on_slab else None)
+        clim_host = self._means((clim, None))[0]
+        anomaly = self.exchange.to_fine(np.stack([self._puts[name] for name in DRIVERS]) - clim_host)
+        if not on_slab:
+            return None
+        out = (clim + np.nan_to_num(anomaly, nan=0.0)).astype(clim.dtype)  # no host cell: climatology
+        out[1:] = np.maximum(out[1:], 0.0)  # pr, rsds
         return out
 
     def _advance_lai(self, events: Events) -> None:
         t0 = time.perf_counter()
         drivers = self._drivers(events)
         em = self.lai_emulator
-        raw = self._predict(em, em.inputs(self._onehot(self.fine_map), drivers, self._period_middle(events)))
-        lai = em.finish(raw)[0]
-        self.fine_lai = em.apply_mask(lai, self.world.land_mask)
-        self._fields["lai"] = self._to_host(self.fine_lai[None])
-        classes = self._onehot(self.fine_map).astype(np.float64)
-        self._fields["lai_per_class"] = self._host_mean(classes, self.fine_lai)
+        on_slab = self.slab >= 0
+        classes = one_hot_classes(self.fine_map).astype(np.float64) if on_slab else None
+        raw = self._predict(em, lambda: em.inputs(classes, drivers, self._period_middle(events)))
+        if on_slab:
+            self.fine_lai = em.apply_mask(em.finish(raw)[0], self.world.land_mask)
+        lai = self.fine_lai[None] if on_slab else None
+        fields = {"lai": (lai, None), "lai_per_class": (np.broadcast_to(lai, classes.shape) if on_slab else None, classes)}
         if self.config.crosswalk == "ecland":
-            covers = crosswalks.ecland_covers(classes)
-            for name, cover in crosswalks.ECLAND_LAI.items():
-                self._fields[name] = self._host_mean(covers[cover][None], self.fine_lai)
+            covers = crosswalks.ecland_covers(classes) if on_slab else None
+            fields.update({name: (lai, covers[cover][None] if on_slab else None)
+                           for name, cover in crosswalks.ECLAND_LAI.items()})
+        for name, mean in zip(fields, self._means(*fields.values())):
+            self._fields[name] = mean
         self.timings["lai"] = self.timings.get("lai", 0.0) + time.perf_counter() - t0
-        if self.history is not None:
-            self.history.write_lai(events.date, self.fine_lai)
+        if self.config.output_dir:
+            fine_lai = self.exchange.gather_rows(lai)
+            if self.history is not None:
+                self.history.write_lai(events.date, fine_lai[0])
 
     def _period_middle(self, events: Events) -> float:
         cfg = self.config

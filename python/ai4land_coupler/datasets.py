@@ -28,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -309,6 +310,31 @@ class _File:
         return [(d.year, d.month) for d in np.atleast_1d(dates)]
 
 
+def _required(paths: dict[str, Path], key: str) -> Path:
+    if key not in paths:
+        raise InputFileError(f"world file '{FILE_NAMES[key]}' was not provided "
+                             f"(it should hold variables {_quoted(FILE_VARIABLES[key])})")
+    return Path(paths[key])
+
+
+@dataclass(frozen=True)
+class Domain:
+    """The region the plugin covers (snapped to whole LUH2 cells), its LUH2 and fine grids, and how
+    many fine cells a LUH2 cell holds along each side."""
+
+    region: Region
+    coarse_grid: LatLonGrid
+    fine_grid: LatLonGrid
+    factor: int
+
+    def rows_region(self, first: int, end: int) -> Region:
+        """The part of the region made of the fine rows [first, end), whole LUH2 rows."""
+        g = self.fine_grid
+        if not (0 <= first < end <= g.nlat) or first % self.factor or end % self.factor:
+            raise ValueError(f"rows [{first}, {end}) are not whole LUH2 rows of {self.factor} fine rows in 0..{g.nlat}")
+        return Region(g.lat0 + first * g.dlat, g.lat0 + end * g.dlat, self.region.lon_min, self.region.lon_max)
+
+
 class WorldData:
     """The world files (paths by key of :data:`FILE_NAMES`), opened once, checked, read over one region.
 
@@ -316,7 +342,7 @@ class WorldData:
     is asked for (a file not given raises :class:`InputFileError` then).
     """
 
-    def __init__(self, files: dict[str, Path], region: Region | None = None):
+    def __init__(self, files: dict[str, Path], region: Region | None = None, rows: tuple[int, int] | None = None):
         unknown = set(files) - set(FILE_NAMES)
         if unknown:
             raise ValueError(f"unknown world files {sorted(unknown)}; known: {sorted(FILE_NAMES)}")
@@ -326,28 +352,49 @@ class WorldData:
         self._climatology: np.ndarray | None = None
         self._months: dict[str, list[tuple[int, int]]] = {}
         try:
-            self._open(region)
+            self._open(region, rows)
         except Exception:
             self.close()
             raise
 
-    def _open(self, requested: Region | None) -> None:
-        static, luh = self._open_file("static"), self._open_file("luh2_states")
+    @staticmethod
+    def _domain(static: "_File", luh: "_File", requested: Region | None) -> Domain:
         if requested is None:
-            domain = static.grid.region
-            requested = Region(domain.lat_min, domain.lat_max, -180.0, 180.0) if static.grid.is_global else domain
+            whole = static.grid.region
+            requested = Region(whole.lat_min, whole.lat_max, -180.0, 180.0) if static.grid.is_global else whole
         try:
-            self.region = luh.grid.snap(requested)
+            region = luh.grid.snap(requested)
         except ValueError as exc:
             raise InputFileError(f"{luh.path}: variables '{luh.lat_name}'/'{luh.lon_name}': {exc}") from None
-        snapped = "" if self.region == requested else f" ({requested} snapped outward to whole LUH2 cells)"
-        log.info("reading region %s%s", self.region, snapped)
-        self.coarse_grid, self.fine_grid = luh.crop(self.region), static.crop(self.region)
+        snapped = "" if region == requested else f" ({requested} snapped outward to whole LUH2 cells)"
+        log.info("domain %s%s", region, snapped)
+        coarse_grid, fine_grid = luh.crop(region), static.crop(region)
         try:
-            self.factor = self.coarse_grid.refinement_factor(self.fine_grid)
+            factor = coarse_grid.refinement_factor(fine_grid)
         except ValueError as exc:
             raise InputFileError(f"{luh.path}: variables '{luh.lat_name}'/'{luh.lon_name}': the LUH2 grid does not "
                                  f"nest the grid of {static.path}: {exc}") from exc
+        return Domain(region, coarse_grid, fine_grid, factor)
+
+    @classmethod
+    def open_domain(cls, files: dict[str, Path], region: Region | None = None) -> Domain:
+        """The :class:`Domain` of the world files, reading only the coordinates of the static and LUH2 files."""
+        static = luh = None
+        try:
+            static = _File(_required(files, "static"), FILE_VARIABLES["static"])
+            luh = _File(_required(files, "luh2_states"), FILE_VARIABLES["luh2_states"])
+            return cls._domain(static, luh, region)
+        finally:
+            for f in (static, luh):
+                if f is not None:
+                    f.close()
+
+    def _open(self, requested: Region | None, rows: tuple[int, int] | None) -> None:
+        static, luh = self._open_file("static"), self._open_file("luh2_states")
+        self.domain = self._domain(static, luh, requested)
+        self.region = self.domain.region if rows is None else self.domain.rows_region(*rows)
+        self.coarse_grid, self.fine_grid = luh.crop(self.region), static.crop(self.region)
+        self.factor = self.domain.factor
 
         self.land_mask = static.read("land_mask", LATLON, valid=(0, 1)) == 1
         self.static = {n: self._file("bioclim" if n in BIOCLIM_NAMES else "static").read(
@@ -380,9 +427,10 @@ class WorldData:
         return cls(files, region)
 
     @classmethod
-    def from_config(cls, config) -> "WorldData":
-        """The files and region named by a namelist :class:`~ai4land_coupler.namelist.Config`."""
-        return cls(config.world_files(), config.region)
+    def from_config(cls, config, rows: tuple[int, int] | None = None) -> "WorldData":
+        """The files and region named by a namelist :class:`~ai4land_coupler.namelist.Config`; with
+        ``rows`` = [first, end) fine rows of that region, only those rows."""
+        return cls(config.world_files(), config.region, rows)
 
     def close(self) -> None:
         for f in self._files.values():
@@ -399,10 +447,7 @@ class WorldData:
         return {p.name: sha256_file(p) for p in self.paths.values()}
 
     def _open_file(self, key: str) -> _File:
-        if key not in self.paths:
-            raise InputFileError(f"world file '{FILE_NAMES[key]}' was not provided "
-                                 f"(it should hold variables {_quoted(FILE_VARIABLES[key])})")
-        self._files[key] = _File(self.paths[key], FILE_VARIABLES[key])
+        self._files[key] = _File(_required(self.paths, key), FILE_VARIABLES[key])
         return self._files[key]
 
     def _file(self, key: str) -> _File:

@@ -28,7 +28,6 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .comm import SerialComm
 from .datasets import CLASS_CODES, CLASS_INDEX, CROPLAND, FOREST, GRASS, LANDUSE_CLASSES, NODATA, PASTURE, URBAN, WATER, WorldData
 from .emulators.checkpoint import Emulator
 from .emulators.lai import LaiEmulator
@@ -98,15 +97,7 @@ def _years_of(splits: list[Split]) -> list[int]:
 def blended_output(emulator: Emulator, inputs: np.ndarray, *, wrap_lon: bool) -> np.ndarray:
     """The network output (K, H, W) over a whole field (C, H, W): the coupled model's tiled Gaussian
     sliding window with the namelist's default tile size and overlap, in one process."""
-    model = emulator.model
-    device = next(model.parameters()).device
-
-    def predict_batch(x: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            return model(torch.from_numpy(x).to(device)).float().cpu().numpy()
-
-    return tiled_predict(predict_batch, inputs, tile=COUPLED.tile_size, overlap=COUPLED.tile_overlap, wrap_lon=wrap_lon,
-                         comm=SerialComm(), inference_index=0, n_inference=1)
+    return tiled_predict(emulator.predict_batch, inputs, tile=COUPLED.tile_size, overlap=COUPLED.tile_overlap, wrap_lon=wrap_lon)
 
 
 def coarse_majority(scenario_fine: np.ndarray, prev_map: np.ndarray, land: np.ndarray) -> np.ndarray:

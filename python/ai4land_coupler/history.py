@@ -1,6 +1,7 @@
 """CF-netCDF history of the fine-grid emulator output, written by one rank.
 
 Each record is synced to disk when written, so a crash loses at most the record in flight.
+Conventions (standard names, cell methods, time bounds): docs/outputs.md.
 """
 from __future__ import annotations
 
@@ -11,11 +12,12 @@ import numpy as np
 
 from .grids import LatLonGrid
 
+CONVENTIONS = "CF-1.10"
 TIME_UNITS = "days since 1850-01-01 00:00:00"
 
 
 def add_latlon(ds, grid: LatLonGrid) -> None:
-    """CF lat/lon coordinates with bounds on an open netCDF4 Dataset."""
+    """CF lat/lon coordinates with bounds (and the bounds dimension ``nv``) on an open netCDF4 Dataset."""
     ds.createDimension("lat", grid.nlat)
     ds.createDimension("lon", grid.nlon)
     ds.createDimension("nv", 2)
@@ -30,7 +32,23 @@ def add_latlon(ds, grid: LatLonGrid) -> None:
         b[:] = bounds
 
 
+def add_time(ds, name: str, units: str, calendar: str, size: int | None = None, bounded: bool = True):
+    """A CF time coordinate ``name(name)`` (unlimited unless ``size``), with bounds ``name_bnds(name, nv)``
+    when ``bounded``; needs the ``nv`` dimension of :func:`add_latlon`. Returns the coordinate variable."""
+    ds.createDimension(name, size)
+    t = ds.createVariable(name, "f8", (name,))
+    t.units, t.calendar, t.standard_name, t.axis = units, calendar, "time", "T"
+    if bounded:
+        t.bounds = f"{name}_bnds"
+        ds.createVariable(t.bounds, "f8", (name, "nv"))
+    return t
+
+
 class FineHistory:
+    """The fine-grid history: land use per model year (time bounds: the calendar year) and LAI per
+    emulated period (time: the period's first step; no bounds, as the period length is the
+    namelist's LAI cadence, which this writer does not see)."""
+
     def __init__(self, output_dir: str, grid: LatLonGrid, calendar: str, classes):
         import netCDF4
 
@@ -38,37 +56,44 @@ class FineHistory:
         self.path = Path(output_dir) / "ai4land_fine_history.nc"
         self.calendar = calendar
         ds = self.ds = netCDF4.Dataset(self.path, "w")
-        ds.Conventions = "CF-1.10"
+        ds.Conventions = CONVENTIONS
         ds.title = "ai4land-coupler emulated land use and leaf area index on the emulator grid"
         ds.source = "ai4land_coupler U-Net emulators"
         add_latlon(ds, grid)
-        for dim in ("year_time", "time"):
-            ds.createDimension(dim, None)
-            t = ds.createVariable(dim, "f8", (dim,))
-            t.units, t.calendar, t.standard_name, t.axis = TIME_UNITS, calendar, "time", "T"
+        add_time(ds, "year_time", TIME_UNITS, calendar).long_name = "time of the model year's land-use update"
+        add_time(ds, "time", TIME_UNITS, calendar, bounded=False).long_name = "first step of the LAI period"
         lu = ds.createVariable("lulc", "u1", ("year_time", "lat", "lon"), zlib=True, complevel=1)
         lu.long_name = "land use / land cover class (HILDA+ codes)"
         lu.flag_values = np.array([c for c, _ in classes], dtype=np.uint8)
         lu.flag_meanings = " ".join(n for _, n in classes)
+        lu.cell_methods = "year_time: mode"
         lu.coordinates = "year_time lat lon"
         unc = ds.createVariable("landuse_uncertainty", "f4", ("year_time", "lat", "lon"), zlib=True, complevel=1)
         unc.long_name = "land-use predictive uncertainty: class-probability entropy / log(7)"
         unc.units = "1"
         unc.valid_range = np.array([0.0, 1.0], dtype=np.float32)
+        unc.cell_methods = "year_time: mean"
         unc.coordinates = "year_time lat lon"
         lai = ds.createVariable("lai", "f4", ("time", "lat", "lon"), zlib=True, complevel=1)
         lai.standard_name, lai.units, lai.long_name = "leaf_area_index", "1", "leaf area index (m2 m-2)"
         lai.cell_methods = "time: mean"
+        lai.coordinates = "time lat lon"
 
-    def _append(self, dim: str, date: cftime.datetime, values: dict[str, np.ndarray]) -> None:
+    def _days(self, date) -> float:
+        return cftime.date2num(date, TIME_UNITS, calendar=self.calendar)
+
+    def _append(self, dim: str, date, values: dict[str, np.ndarray], bounds=None) -> None:
         n = self.ds.dimensions[dim].size
-        self.ds[dim][n] = cftime.date2num(date, TIME_UNITS, calendar=self.calendar)
+        self.ds[dim][n] = self._days(date)
+        if bounds is not None:
+            self.ds[f"{dim}_bnds"][n] = [self._days(b) for b in bounds]
         for var, v in values.items():
             self.ds[var][n] = v
         self.ds.sync()
 
     def write_landuse(self, date, fine_map: np.ndarray, uncertainty: np.ndarray) -> None:
-        self._append("year_time", date, {"lulc": fine_map, "landuse_uncertainty": uncertainty})
+        year = [cftime.datetime(date.year + k, 1, 1, calendar=self.calendar) for k in (0, 1)]
+        self._append("year_time", date, {"lulc": fine_map, "landuse_uncertainty": uncertainty}, bounds=year)
 
     def write_lai(self, date, lai: np.ndarray) -> None:
         self._append("time", date, {"lai": lai})

@@ -19,28 +19,61 @@ method): block copy or area mean for lat-lon hosts, and for a weights file the o
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from .errors import ArgumentError, InputFileError
-from .grids import LatLonGrid, area_weighted_block_mean, upsample_blocks
+from .grids import LatLonGrid
+
+
+@dataclass(frozen=True)
+class Entries:
+    """The overlaps of host cells with the fine cells of the rows [first, end): entry n joins host cell
+    ``cell[n]`` and the fine cell ``pixel[n]`` (flat index within those rows, longitude fastest)."""
+
+    cell: np.ndarray  # int64
+    pixel: np.ndarray  # int64
+    up: np.ndarray  # weight of the fine value in its host cell's mean
+    down: np.ndarray  # weight of the host value in its fine cell's mean
 
 
 class HostMap:
-    """The host's cells seen from the fine grid. ``shape`` is (nlat, nlon) for a lat-lon host, else None."""
+    """The host's cells seen from the fine grid, as sparse :class:`Entries`. ``shape`` is (nlat, nlon)
+    for a lat-lon host, else None. A host value is Σ up·fine / Σ up over its entries, a fine value
+    Σ down·host / Σ down; the sums run in entry order, so any cut into bands of rows adds the same
+    numbers."""
 
     ncells: int
     shape: tuple[int, int] | None
     description: str
+    fine: LatLonGrid
+
+    def entries(self, first: int, end: int) -> Entries:
+        """The entries of the fine rows [first, end), in global fine-cell order."""
+        raise NotImplementedError
 
     def to_host(self, fine: np.ndarray) -> np.ndarray:
-        """(levels, H, W) fine field → (levels, ncells) host field, float64."""
-        raise NotImplementedError
+        """(levels, H, W) fine field → (levels, ncells) host field, float64; 0 where no fine cell overlaps."""
+        e = self.entries(0, self.fine.nlat)
+        flat = np.asarray(fine, dtype=np.float64).reshape(fine.shape[0], -1)
+        total = np.stack([np.bincount(e.cell, weights=e.up * level[e.pixel], minlength=self.ncells) for level in flat])
+        weight = np.bincount(e.cell, weights=e.up, minlength=self.ncells)
+        return np.where(weight > 0, total / np.where(weight > 0, weight, 1.0), 0.0)
 
     def to_fine(self, host: np.ndarray) -> np.ndarray:
         """(ncells,) host field → (H, W) fine field, float64; NaN where no host cell overlaps."""
-        raise NotImplementedError
+        e = self.entries(0, self.fine.nlat)
+        return fine_from_host(e, np.asarray(host, dtype=np.float64)[e.cell], self.fine.ncells).reshape(self.fine.shape)
+
+
+def fine_from_host(e: Entries, host_of_entry: np.ndarray, npixels: int) -> np.ndarray:
+    """Σ down·host / Σ down per fine cell (NaN where no entry), from the host value of each entry."""
+    total = np.bincount(e.pixel, weights=e.down * host_of_entry, minlength=npixels)
+    weight = np.bincount(e.pixel, weights=e.down, minlength=npixels)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(weight > 0, total / weight, np.nan)
 
 
 class LatLonHostMap(HostMap):
@@ -59,19 +92,22 @@ class LatLonHostMap(HostMap):
         how = f"coarser by {self.coarsen}" if self.refine == 1 else f"finer by {self.refine}"
         self.description = f"lat-lon {nlat}x{nlon} ({how} than the emulator grid)"
 
-    def to_host(self, fine: np.ndarray) -> np.ndarray:
-        fine = np.asarray(fine, dtype=np.float64)
-        if self.refine > 1:
-            host = upsample_blocks(fine, self.refine)
-        else:
-            host = area_weighted_block_mean(fine, self.fine, self.coarsen)
-        return host.reshape(fine.shape[0], -1)
-
-    def to_fine(self, host: np.ndarray) -> np.ndarray:
-        field = np.asarray(host, dtype=np.float64).reshape(self.shape)
-        if self.refine > 1:
-            return area_weighted_block_mean(field, self.grid, self.refine)
-        return upsample_blocks(field, self.coarsen)
+    def entries(self, first: int, end: int) -> Entries:
+        """Coarser: each fine cell in its host cell, weighted by its area. Finer: each fine cell to the
+        r×r host cells inside it (their value), which give it their area-weighted mean."""
+        nlon = self.shape[1]
+        rows, cols = np.meshgrid(np.arange(first, end), np.arange(self.fine.nlon), indexing="ij")
+        pixel = np.arange(rows.size)
+        if self.refine == 1:
+            c = self.coarsen
+            cell = ((rows // c) * nlon + cols // c).ravel()
+            return Entries(cell, pixel, self.fine.cell_area_weights()[first:end].ravel(), np.ones(pixel.size))
+        r = self.refine
+        sub_rows, sub_cols = np.meshgrid(np.arange(r), np.arange(r), indexing="ij")
+        host_rows = rows.ravel()[:, None] * r + sub_rows.ravel()[None]
+        cell = (host_rows * nlon + cols.ravel()[:, None] * r + sub_cols.ravel()[None]).ravel()
+        area = self.grid.cell_area_weights()[:, 0][host_rows].ravel()
+        return Entries(cell, np.repeat(pixel, r * r), np.ones(cell.size), area)
 
 
 class WeightsHostMap(HostMap):
@@ -110,29 +146,19 @@ class WeightsHostMap(HostMap):
                 raise InputFileError(f"{path}: variable '{name}' has {bad.size} indices outside 1..{n}, e.g. {(bad[:3] + 1).tolist()}")
         if not np.all(np.isfinite(weights)) or weights.min(initial=0.0) < 0.0:
             raise InputFileError(f"{path}: variable 'S' has negative or non-finite weights")
-        self.fine, self.ncells, self.row, self.col, self.weights = fine, n_b, row, col, weights
-        self.coverage = np.bincount(row, weights=weights, minlength=n_b)
-        if self.coverage.max(initial=0.0) > 1.0 + 1e-6:
-            raise InputFileError(f"{path}: variable 'S' sums to {self.coverage.max():.6g} > 1 for a destination cell "
+        coverage = np.bincount(row, weights=weights, minlength=n_b)
+        if coverage.max(initial=0.0) > 1.0 + 1e-6:
+            raise InputFileError(f"{path}: variable 'S' sums to {coverage.max():.6g} > 1 for a destination cell "
                                  f"(expected conservative weights normalised by destination area)")
-        self.overlap = weights * area_b[row]
+        order = np.argsort(col, kind="stable")  # global fine-cell order; file order among equals
+        self.fine, self.ncells = fine, n_b
+        self.row, self.col, self.weights = row[order], col[order], weights[order]
+        self.overlap = self.weights * area_b[self.row]
         self.description = f"{n_b} cells from the weights file {path.name}"
 
-    def to_host(self, fine: np.ndarray) -> np.ndarray:
-        flat = np.asarray(fine, dtype=np.float64).reshape(fine.shape[0], -1)
-        covered = self.coverage > 0
-        out = np.zeros((flat.shape[0], self.ncells))
-        for level, values in enumerate(flat):
-            total = np.bincount(self.row, weights=self.weights * values[self.col], minlength=self.ncells)
-            out[level, covered] = total[covered] / self.coverage[covered]
-        return out
-
-    def to_fine(self, host: np.ndarray) -> np.ndarray:
-        host = np.asarray(host, dtype=np.float64)
-        total = np.bincount(self.col, weights=self.overlap * host[self.row], minlength=self.fine.ncells)
-        weight = np.bincount(self.col, weights=self.overlap, minlength=self.fine.ncells)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(weight > 0, total / weight, np.nan).reshape(self.fine.shape)
+    def entries(self, first: int, end: int) -> Entries:
+        lo, hi = np.searchsorted(self.col, [first * self.fine.nlon, end * self.fine.nlon])
+        return Entries(self.row[lo:hi], self.col[lo:hi] - first * self.fine.nlon, self.weights[lo:hi], self.overlap[lo:hi])
 
 
 def make_host_map(fine: LatLonGrid, nlat: int, nlon: int, weights_file: str = "") -> HostMap:

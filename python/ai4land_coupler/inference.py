@@ -1,10 +1,14 @@
-"""Sliding-window inference on a tile lattice fixed in global index space.
+"""Sliding-window inference on a tile lattice fixed in global index space, distributed in bands.
 
 The lattice depends only on the fine grid and the tile settings, never on the host's
-decomposition. Tiles are grouped into batches of fixed composition, batches are shared
-round-robin over the inference ranks, and every rank blends all tiles in tile order with
-Gaussian weights (σ = tile/8, as MONAI and nnU-Net). So the result is the same bits for any
-number of host or inference ranks.
+decomposition. The fine grid is cut into **bands** of whole rows, also fixed in global index
+space; a tile belongs to the band that holds its first row. Contiguous runs of bands (**slabs**)
+are dealt to the inference ranks, each of which holds only its slab of the fine-grid state.
+Predicting a field takes two exchanges (``alltoallv``): the input rows that a slab's tiles reach
+beyond the slab (the halo) come from the slabs that hold them, and each band's Gaussian-weighted
+sums (σ = tile/8, as MONAI and nnU-Net) go to the bands they overlap. Tiles are batched per band
+(fixed composition), every band sums its tiles in tile order, and every band adds the sums it
+receives in band order, so the result is the same bits for any number of host or inference ranks.
 
 Tiles start at multiples of the step, itself a multiple of the U-Net's 8× downsampling, so every
 tile pools on the same pixel phase as a whole-field pass; the field is padded at its far edges
@@ -20,7 +24,7 @@ from typing import Callable
 
 import numpy as np
 
-from .comm import Communicator
+from .comm import Communicator, SerialComm, collective
 
 
 @dataclass(frozen=True)
@@ -62,61 +66,218 @@ def gaussian_weights(tile: int) -> np.ndarray:
     return np.maximum(w / w.max(), 1e-3)
 
 
-def _pad(field: np.ndarray, lat: TileLattice) -> np.ndarray:
-    """Pad (C,H,W) at its far edges so that every tile can be cut. A global grid wraps in longitude and
-    replicates its last row at the pole; a regional grid pads with zeros (the mean of the normalised
-    inputs), as the convolutions do at its near edges."""
-    c, h, w = field.shape
-    pad_lat = max(lat.lat_starts) + lat.tile - h
-    pad_lon = max(lat.lon_starts) + lat.tile - w
+@dataclass(frozen=True)
+class Band:
+    index: int
+    rows: tuple[int, int]  # [first, end) fine rows
+    tiles: tuple[tuple[int, int], ...]  # origins (row, column) of the tiles whose first row it holds, in tile order
+    reach: int  # end of the rows its tiles cover (may pass the grid's last row: padding)
+
+
+class BandLayout:
+    """Bands of ``band_rows`` fine rows on a tile lattice, in ``n_slabs`` contiguous slabs that balance
+    the tiles (inference) and the rows (post-processing) between them."""
+
+    def __init__(self, lattice: TileLattice, band_rows: int, n_slabs: int):
+        if band_rows < 1 or n_slabs < 1:
+            raise ValueError(f"band_rows ({band_rows}) and n_slabs ({n_slabs}) must be positive")
+        self.lattice, self.band_rows, self.n_slabs = lattice, band_rows, n_slabs
+        self.bands: list[Band] = []
+        for index, first in enumerate(range(0, lattice.nlat, band_rows)):
+            end = min(first + band_rows, lattice.nlat)
+            tiles = tuple((j, i) for j, i in lattice.tiles if first <= j < end)
+            self.bands.append(Band(index, (first, end), tiles, max([end] + [j + lattice.tile for j, _ in tiles])))
+        cost = np.array([len(b.tiles) * lattice.tile ** 2 + (b.rows[1] - b.rows[0]) * lattice.nlon
+                         for b in self.bands], dtype=np.float64)
+        middle = (np.cumsum(cost) - cost / 2) / cost.sum()
+        self.slab_of_band = np.minimum((middle * n_slabs).astype(np.int64), n_slabs - 1)
+
+    def slab_bands(self, slab: int) -> list[Band]:
+        return [b for b in self.bands if self.slab_of_band[b.index] == slab]
+
+    def slab_rows(self, slab: int) -> tuple[int, int]:
+        """[first, end) fine rows of a slab; empty (first == end) for a slab without bands."""
+        bands = self.slab_bands(slab)
+        if not bands:
+            first = next((b.rows[0] for b in self.bands if self.slab_of_band[b.index] > slab), self.lattice.nlat)
+            return first, first
+        return bands[0].rows[0], bands[-1].rows[1]
+
+    def slab_reach(self, slab: int) -> int:
+        return max([self.slab_rows(slab)[1]] + [b.reach for b in self.slab_bands(slab)])
+
+
+def make_layout(nlat: int, nlon: int, *, tile: int, overlap: float, wrap_lon: bool, band_rows: int,
+                n_slabs: int) -> BandLayout:
+    return BandLayout(make_lattice(nlat, nlon, tile, overlap, wrap_lon), band_rows, n_slabs)
+
+
+def _overlap(a: tuple[int, int], b: tuple[int, int]) -> tuple[int, int]:
+    return max(a[0], b[0]), min(a[1], b[1])
+
+
+def _pad(field: np.ndarray, layout: BandLayout, first: int, reach: int) -> np.ndarray:
+    """The rows [first, reach) of a (C, rows, W) field that starts at row ``first`` and holds the grid
+    rows up to min(reach, nlat), padded at the far edges so that every tile can be cut: a global grid
+    wraps in longitude and replicates its last row at the pole; a regional grid pads with zeros (the
+    mean of the normalised inputs), as the convolutions do at its near edges."""
+    lat = layout.lattice
+    pad_lon = max(lat.lon_starts) + lat.tile - lat.nlon
+    pad_lat = reach - first - field.shape[1]
     out = np.pad(field, ((0, 0), (0, 0), (0, pad_lon)), mode="wrap" if lat.wrap_lon else "constant")
     return np.pad(out, ((0, 0), (0, pad_lat), (0, 0)), mode="edge" if lat.wrap_lon else "constant")
 
 
-def tiled_predict(
-    predict_batch: Callable[[np.ndarray], np.ndarray],
-    inputs: np.ndarray,
-    *,
-    tile: int,
-    overlap: float,
-    wrap_lon: bool,
-    comm: Communicator,
-    inference_index: int,
-    n_inference: int,
-    batch_size: int = 8,
-) -> np.ndarray:
-    """Predict (K,H,W) from inputs (C,H,W); collective over ``comm``.
+def _halo(inputs: np.ndarray | None, layout: BandLayout, comm: Communicator, slab: int, slab_ranks) -> np.ndarray | None:
+    """This slab's inputs with the rows its tiles reach in the following slabs appended; collective."""
+    nlat = layout.lattice.nlat
+    send = [np.empty(0, np.float32) for _ in range(comm.size)]
+    for other, rank in enumerate(slab_ranks):
+        if other == slab or inputs is None:
+            continue
+        rows = layout.slab_rows(slab)
+        wanted = (layout.slab_rows(other)[1], min(layout.slab_reach(other), nlat))
+        first, end = _overlap(wanted, rows)
+        if first < end:
+            send[rank] = inputs[:, first - rows[0]:end - rows[0]]
+    received = comm.alltoallv(send, np.float32)
+    if inputs is None:
+        return None
+    rows = layout.slab_rows(slab)
+    wanted = (rows[1], min(layout.slab_reach(slab), nlat))
+    pieces = [inputs]
+    for other, rank in enumerate(slab_ranks):
+        first, end = _overlap(wanted, layout.slab_rows(other))
+        if other != slab and first < end:
+            pieces.append(received[rank].reshape(inputs.shape[0], end - first, inputs.shape[2]))
+    return np.concatenate(pieces, axis=1)
 
-    ``predict_batch`` maps (B,C,tile,tile) float32 → (B,K,tile,tile) float32 and is only called on
-    inference ranks (``inference_index >= 0``). Every rank returns the full blended field.
-    """
-    _, h, w = inputs.shape
-    lattice = make_lattice(h, w, tile, overlap, wrap_lon)
-    padded = _pad(np.ascontiguousarray(inputs, dtype=np.float32), lattice)
-    tiles = lattice.tiles
-    batches = [tiles[k:k + batch_size] for k in range(0, len(tiles), batch_size)]
-    mine = {}
-    if inference_index >= 0:
-        for b in range(inference_index, len(batches), n_inference):
-            x = np.stack([padded[:, j:j + tile, i:i + tile] for j, i in batches[b]])
-            mine[b] = np.asarray(predict_batch(x), dtype=np.float32)
-    done: dict[int, np.ndarray] = {}
-    for part in comm.allgather(mine):
-        done.update(part)
-    if len(done) != len(batches):
-        raise RuntimeError(f"only {len(done)} of {len(batches)} tile batches were computed")
 
+def _band_sums(predict_batch, padded: np.ndarray, first: int, band: Band, layout: BandLayout,
+               batch_size: int) -> np.ndarray | None:
+    """A band's tiles, predicted in batches of fixed composition and summed in tile order with their
+    Gaussian weights: (K+1, rows, W) float64 over the grid rows [band first row, reach), the last
+    level holding the sum of the weights; wrapped columns folded back; None for a band without tiles."""
+    if not band.tiles:
+        return None
+    lat = layout.lattice
+    tile, nlon = lat.tile, lat.nlon
     weights = gaussian_weights(tile)
-    k = next(iter(done.values())).shape[1]
-    hp, wp = padded.shape[1:]
-    acc = np.zeros((k, hp, wp), dtype=np.float64)
-    norm = np.zeros((hp, wp), dtype=np.float64)
-    for b, batch in enumerate(batches):  # canonical order: tile index
+    top = band.rows[0]
+    sums = None
+    for k in range(0, len(band.tiles), batch_size):
+        batch = band.tiles[k:k + batch_size]
+        out = np.asarray(predict_batch(np.stack([padded[:, j - first:j - first + tile, i:i + tile] for j, i in batch])),
+                         dtype=np.float32)
+        if sums is None:
+            sums = np.zeros((out.shape[1] + 1, band.reach - top, padded.shape[2]), dtype=np.float64)
         for n, (j, i) in enumerate(batch):
-            acc[:, j:j + tile, i:i + tile] += weights * done[b][n]
-            norm[j:j + tile, i:i + tile] += weights
-    for offset in range(w, wp, w) if lattice.wrap_lon else ():  # fold wrapped columns back
-        n = min(w, wp - offset)
-        acc[:, :, :n] += acc[:, :, offset:offset + n]
-        norm[:, :n] += norm[:, offset:offset + n]
-    return (acc[:, :h, :w] / norm[:h, :w]).astype(np.float32)
+            sums[:-1, j - top:j - top + tile, i:i + tile] += weights * out[n]
+            sums[-1, j - top:j - top + tile, i:i + tile] += weights
+    for offset in range(nlon, sums.shape[2], nlon) if lat.wrap_lon else ():
+        n = min(nlon, sums.shape[2] - offset)
+        sums[:, :, :n] += sums[:, :, offset:offset + n]
+    return sums[:, :lat.nlat - top, :nlon]
+
+
+def predict_slab(
+    predict_batch: Callable[[np.ndarray], np.ndarray],
+    inputs: np.ndarray | None,
+    layout: BandLayout,
+    *,
+    comm: Communicator,
+    slab: int,
+    slab_ranks,
+    batch_size: int = 8,
+) -> np.ndarray | None:
+    """Predict (K, rows, W) float32 over this rank's slab from its inputs (C, rows, W); collective over ``comm``.
+
+    ``slab`` is this rank's slab (-1 for a rank without one, which passes ``inputs=None`` and gets
+    None) and ``slab_ranks[s]`` the rank of ``comm`` that holds slab ``s``. ``predict_batch`` maps
+    (B, C, tile, tile) float32 → (B, K, tile, tile) float32.
+    """
+    if len(slab_ranks) != layout.n_slabs:
+        raise ValueError(f"{len(slab_ranks)} slab ranks for a layout of {layout.n_slabs} slabs")
+    if inputs is not None:
+        first, end = layout.slab_rows(slab)
+        want = (end - first, layout.lattice.nlon)
+        if inputs.ndim != 3 or inputs.shape[1:] != want:
+            raise ValueError(f"slab {slab} inputs have shape {inputs.shape}, expected (channels, {want[0]}, {want[1]})")
+        inputs = np.ascontiguousarray(inputs, dtype=np.float32)
+    field = _halo(inputs, layout, comm, slab, slab_ranks)
+
+    def slab_sums() -> dict[int, np.ndarray]:
+        sums = {}
+        if field is not None:
+            first = layout.slab_rows(slab)[0]
+            padded = _pad(field, layout, first, layout.slab_reach(slab))
+            for band in layout.slab_bands(slab):
+                band_sums = _band_sums(predict_batch, padded, first, band, layout, batch_size)
+                if band_sums is not None:
+                    sums[band.index] = band_sums
+        return sums
+
+    return _gather_sums(collective(comm, slab_sums), layout, comm, slab, slab_ranks)
+
+
+def _pieces(layout: BandLayout, source: Band):
+    """(destination band, [first, end) rows) that a source band's sums overlap, in band order."""
+    end = min(source.reach, layout.lattice.nlat)
+    for dest in layout.bands:
+        first, last = _overlap((source.rows[0], end), dest.rows)
+        if source.tiles and first < last:
+            yield dest, (first, last)
+
+
+def _gather_sums(sums: dict[int, np.ndarray], layout: BandLayout, comm: Communicator, slab: int,
+                 slab_ranks) -> np.ndarray | None:
+    """Each band's sums to the bands they overlap (alltoallv), added there in band order, divided by
+    the summed weights; this slab's field, or None for a rank without one."""
+    send = [[] for _ in range(comm.size)]
+    for source_index, block in sums.items():
+        source = layout.bands[source_index]
+        for dest, (first, end) in _pieces(layout, source):
+            owner = slab_ranks[layout.slab_of_band[dest.index]]
+            if owner != comm.rank:
+                send[owner].append(block[:, first - source.rows[0]:end - source.rows[0]].ravel())
+    received = comm.alltoallv([np.concatenate(p) if p else np.empty(0) for p in send], np.float64)
+    if slab < 0:
+        return None
+    nlon = layout.lattice.nlon
+    incoming: dict[int, list] = {}  # sending rank → [(source, dest, first, end)] in the order sent
+    for source in layout.bands:
+        owner = slab_ranks[layout.slab_of_band[source.index]]
+        for dest, (first, end) in _pieces(layout, source):
+            if layout.slab_of_band[dest.index] == slab:
+                incoming.setdefault(owner, []).append((source, dest, first, end))
+    pieces: dict[int, list] = {}  # dest band → [(first row, sums)] in source band order
+    for owner, items in sorted(incoming.items()):
+        if owner == comm.rank:
+            for source, dest, first, end in items:
+                pieces.setdefault(dest.index, []).append(
+                    (source.index, first, sums[source.index][:, first - source.rows[0]:end - source.rows[0]]))
+            continue
+        flat = received[owner]
+        levels = flat.size // (nlon * sum(end - first for *_, first, end in items))
+        offset = 0
+        for source, dest, first, end in items:
+            size = levels * (end - first) * nlon
+            pieces.setdefault(dest.index, []).append(
+                (source.index, first, flat[offset:offset + size].reshape(levels, end - first, nlon)))
+            offset += size
+    out = []
+    for dest in layout.slab_bands(slab):
+        parts = sorted(pieces[dest.index], key=lambda p: p[0])
+        total = np.zeros((parts[0][2].shape[0], dest.rows[1] - dest.rows[0], nlon))
+        for _, first, block in parts:  # canonical order: source band
+            total[:, first - dest.rows[0]:first - dest.rows[0] + block.shape[1]] += block
+        out.append((total[:-1] / total[-1]).astype(np.float32))
+    return np.concatenate(out, axis=1) if out else None
+
+
+def tiled_predict(predict_batch: Callable[[np.ndarray], np.ndarray], inputs: np.ndarray, *, tile: int, overlap: float,
+                  wrap_lon: bool, batch_size: int = 8) -> np.ndarray:
+    """Predict (K, H, W) from inputs (C, H, W) over the whole grid in one process (one band)."""
+    _, h, w = inputs.shape
+    layout = make_layout(h, w, tile=tile, overlap=overlap, wrap_lon=wrap_lon, band_rows=h, n_slabs=1)
+    return predict_slab(predict_batch, inputs, layout, comm=SerialComm(), slab=0, slab_ranks=[0], batch_size=batch_size)

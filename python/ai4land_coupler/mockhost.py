@@ -18,6 +18,7 @@ import numpy as np
 from .partition import Box
 
 MONTH_DAYS = (31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)  # noleap
+NAME_LENGTH = 64  # class_name characters, as in mock_host.F90
 
 
 @dataclass(frozen=True)
@@ -90,7 +91,6 @@ def host_climate(lat_deg: np.ndarray, year: int, month: int) -> dict[str, np.nda
 def run(namelist_path: str, comm) -> int:
     from .component import Component
     from .grids import LatLonGrid
-    from .history import add_latlon
 
     s = read_host_namelist(namelist_path)
     rank, size = comm.Get_rank(), comm.Get_size()
@@ -149,35 +149,57 @@ def run(namelist_path: str, comm) -> int:
     plugin.finalize()
 
     if rank == 0:
-        import netCDF4
-
-        with netCDF4.Dataset(s.output_file, "w") as ds:
-            ds.Conventions = "CF-1.10"
-            ds.title = "ai4land Python mock host output"
-            ds.mpi_ranks = size
-            add_latlon(ds, grid)
-            ds.createDimension("class", len(classes))
-            ds.createDimension("year", len(frac_out))
-            ds.createDimension("time", len(lai_out))
-            y = ds.createVariable("year", "i4", ("year",))
-            y[:] = [yr for yr, _ in frac_out]
-            y.long_name = "model year of the land-use state"
-            t = ds.createVariable("time", "f8", ("time",))
-            t.units, t.calendar, t.standard_name = f"days since {s.start_year:04d}-01-01 00:00:00", "noleap", "time"
-            t[:] = [(yy - s.start_year) * 365 + sum(MONTH_DAYS[: mm - 1]) + dd - 1 for (yy, mm, dd), _ in lai_out]
-            f = ds.createVariable("landuse_fraction", "f8", ("year", "class", "lat", "lon"))
-            f.long_name, f.units, f.class_names = "land-use class fraction of the host cell", "1", " ".join(classes)
-            f.standard_name = "area_fraction"
-            f[:] = np.stack([v for _, v in frac_out])
-            u = ds.createVariable("landuse_uncertainty", "f8", ("year", "lat", "lon"))
-            u.long_name = "land-use predictive uncertainty: class-probability entropy / log(7), mean over the land"
-            u.units = "1"
-            u[:] = np.stack(unc_out)
-            v = ds.createVariable("lai", "f4", ("time", "lat", "lon"))
-            v.standard_name, v.units = "leaf_area_index", "1"
-            v[:] = np.stack([v for _, v in lai_out])
+        write_host_output(s, grid, classes, frac_out, unc_out, lai_out, size)
         print(f"wrote {s.output_file}", flush=True)
     return 0
+
+
+def write_host_output(s: HostSettings, grid, classes: list[str], frac_out, unc_out, lai_out, nranks: int) -> None:
+    """The host-grid CF file (layout of mock_host.F90's; conventions in docs/outputs.md). Time is in days
+    since the first model year (noleap); a land-use record's bounds are its year, an LAI record's run
+    from its step to the next LAI record or the end of the run: the time the host held the value."""
+    import netCDF4
+
+    from .history import CONVENTIONS, add_latlon, add_time
+
+    days = [(yy - s.start_year) * 365 + sum(MONTH_DAYS[: mm - 1]) + dd - 1 for (yy, mm, dd), _ in lai_out]
+    years = [yr for yr, _ in frac_out]
+    time_units = f"days since {s.start_year:04d}-01-01 00:00:00"
+    with netCDF4.Dataset(s.output_file, "w") as ds:
+        ds.Conventions = CONVENTIONS
+        ds.title = "ai4land Python mock host output"
+        ds.source = "ai4land_coupler.mockhost"
+        ds.mpi_ranks = nranks
+        ds.step_frequency = s.step_frequency
+        add_latlon(ds, grid)
+        y = add_time(ds, "year", time_units, "noleap", size=len(years))
+        y.long_name = "model year of the land-use state"
+        y[:] = [365 * (yr - s.start_year) for yr in years]
+        ds["year_bnds"][:] = [[365 * (yr - s.start_year), 365 * (yr + 1 - s.start_year)] for yr in years]
+        t = add_time(ds, "time", time_units, "noleap", size=len(days))
+        t.long_name = "step at which the host received the LAI"
+        t[:] = days
+        ds["time_bnds"][:] = np.column_stack([days, days[1:] + [365 * s.nyears]])
+        ds.createDimension("class", len(classes))
+        ds.createDimension("name_strlen", NAME_LENGTH)
+        c = ds.createVariable("class", "i4", ("class",))
+        c.long_name = "land-use class index (1-based level)"
+        c[:] = np.arange(1, len(classes) + 1)
+        names = ds.createVariable("class_name", "S1", ("class", "name_strlen"))
+        names.long_name = "land-use class name"
+        names[:] = netCDF4.stringtochar(np.array(classes, dtype=f"S{NAME_LENGTH}"))
+        f = ds.createVariable("landuse_fraction", "f8", ("year", "class", "lat", "lon"))
+        f.standard_name, f.units, f.long_name = "area_fraction", "1", "land-use class fraction of the host cell"
+        f.cell_methods, f.coordinates, f.class_names = "area: mean year: mean", "class_name", " ".join(classes)
+        f[:] = np.stack([v for _, v in frac_out])
+        u = ds.createVariable("landuse_uncertainty", "f8", ("year", "lat", "lon"))
+        u.long_name = "land-use predictive uncertainty: class-probability entropy / log(7), mean over the land"
+        u.units, u.cell_methods = "1", "area: mean where land year: mean"
+        u[:] = np.stack(unc_out)
+        lai = ds.createVariable("lai", "f4", ("time", "lat", "lon"))
+        lai.standard_name, lai.units, lai.long_name = "leaf_area_index", "1", "leaf area index (m2 m-2)"
+        lai.cell_methods = "area: mean time: mean"
+        lai[:] = np.stack([v for _, v in lai_out])
 
 
 def main(argv=None) -> int:

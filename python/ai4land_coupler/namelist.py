@@ -85,6 +85,10 @@ class Config:
                           minimum=16, maximum=4096)
     tile_overlap: float = _opt(0.5, "fraction of a tile shared with its neighbour (the step between tiles is "
                                "rounded down to a multiple of 8)", minimum=0.0, maximum=0.9)
+    band_rows: int = _opt(0, "fine rows per band, the unit in which the fine grid is held and its tile sums are "
+                          "added (a multiple of the fine cells per LUH2 cell; 0 = the tile step rounded up to one); "
+                          "bands are fixed in global index space, so results do not depend on the ranks",
+                          minimum=0)
     crosswalk: str = _opt("none", "extra host fields in a land scheme's tile types: 'ecland' (cvh, cvl, lai_hv, "
                           "lai_lv) or 'clm' (pct_pft); see ai4land_coupler/crosswalks.py", choices=CROSSWALKS)
     log_level: str = _opt("info", "logging level", choices=("debug", "info", "warning", "error"))

@@ -45,7 +45,7 @@ def plot_host_output(nc_path: str | Path, out_dir: str | Path) -> list[Path]:
     with netCDF4.Dataset(nc_path) as ds:
         lat, lon = ds["lat"][:], ds["lon"][:]
         classes = ds["landuse_fraction"].class_names.split()
-        years = ds["year"][:].tolist()
+        years = [t.year for t in netCDF4.num2date(ds["year"][:], ds["year"].units, ds["year"].calendar)]
         frac = ds["landuse_fraction"][:]
         lai = ds["lai"][:]
         times = netCDF4.num2date(ds["time"][:], ds["time"].units, ds["time"].calendar)

@@ -35,7 +35,11 @@ class RankRuntime:
     local_size: int
     is_inference_rank: bool
     inference_index: int  # position among inference ranks, -1 if not one
-    n_inference: int
+    inference_ranks: tuple[int, ...]  # the inference ranks, in order
+
+    @property
+    def n_inference(self) -> int:
+        return len(self.inference_ranks)
 
 
 def plan_runtime(comm: Communicator, device: str = "auto", threads: int = 0, inference_ranks: int = 0) -> RankRuntime:
@@ -67,4 +71,4 @@ def plan_runtime(comm: Communicator, device: str = "auto", threads: int = 0, inf
     nthreads = threads or max(1, cores // local_size)
     torch.set_num_threads(nthreads)
     idx = order.index(comm.rank) if comm.rank in order else -1
-    return RankRuntime(dev, nthreads, local_rank, local_size, idx >= 0, idx, len(order))
+    return RankRuntime(dev, nthreads, local_rank, local_size, idx >= 0, idx, tuple(order))

@@ -122,6 +122,15 @@ class Emulator:
     def normalise(self, raw: np.ndarray) -> np.ndarray:
         return ((raw - self._mean) / self._std).astype(np.float32)
 
+    def predict_batch(self, x: np.ndarray) -> np.ndarray:
+        """The network on a batch (B, C, tile, tile) float32 → (B, K, tile, tile) float32, on the model's device."""
+        device = next(self.model.parameters()).device
+        try:
+            with torch.inference_mode():
+                return self.model(torch.from_numpy(x).to(device)).float().cpu().numpy()
+        except Exception as exc:
+            raise EmulatorError(f"{self.name}: inference failed on a batch of shape {x.shape}: {exc}") from exc
+
     @staticmethod
     def finish(raw: np.ndarray) -> np.ndarray:
         """The physical field (K, H, W) from the network output blended over tiles (numpy, float64,

@@ -1,0 +1,138 @@
+"""Moving fields between the fine-grid bands (on their slab ranks) and the host's partition.
+
+The fine grid is held in bands of rows (:class:`~.inference.BandLayout`), the host's cells wherever
+the host's partition puts them. Every exchange is one ``alltoallv`` over the host's communicator,
+routed by tables built once at ``enddef``:
+
+* :meth:`HostExchange.means` — fine fields → area-weighted means on the host's cells. Each band sums
+  its own entries (:class:`~.hostmap.Entries`) per host cell, the sums travel to the cells' owners,
+  and each owner adds them in band order: the same bits for any decomposition.
+* :meth:`HostExchange.to_fine` — host fields → the fine cells of each band (the host's drivers).
+* :meth:`HostExchange.gather_rows` — a slab field → the whole grid on one rank (the history file).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .comm import Communicator
+from .hostmap import Entries, HostMap, fine_from_host
+from .inference import Band, BandLayout
+
+
+@dataclass
+class _BandCells:
+    band: Band
+    entries: Entries
+    cells: np.ndarray  # the host cells the band touches, sorted
+    inverse: np.ndarray  # entry → index into cells
+    to_rank: dict[int, np.ndarray]  # owner rank → indices into cells that it owns
+
+
+class HostExchange:
+    """Routes between this rank's bands (``slab`` of ``layout``, -1 for none) and its host cells
+    (``local_cells``, global indices in the host's order); collective at construction."""
+
+    def __init__(self, comm: Communicator, host_map: HostMap, layout: BandLayout, slab: int, slab_ranks,
+                 local_cells: np.ndarray):
+        self.comm, self.layout, self.slab, self.slab_ranks = comm, layout, slab, list(slab_ranks)
+        self.nlon = layout.lattice.nlon
+        self.nlocal = int(local_cells.size)
+        owner = np.full(host_map.ncells, -1, dtype=np.int64)  # host cell → rank
+        position = np.zeros(host_map.ncells, dtype=np.int64)  # host cell → index among its rank's cells
+        for rank, cells in enumerate(comm.allgather(np.asarray(local_cells, dtype=np.int64))):
+            owner[cells] = rank
+            position[cells] = np.arange(cells.size)
+        self.bands: list[_BandCells] = []
+        for band in layout.slab_bands(slab) if slab >= 0 else []:
+            e = host_map.entries(*band.rows)
+            cells, inverse = np.unique(e.cell, return_inverse=True)
+            to_rank = {int(r): np.flatnonzero(owner[cells] == r) for r in np.unique(owner[cells])}
+            self.bands.append(_BandCells(band, e, cells, inverse, to_rank))
+        # Tell each owner which of its cells each band sends, in band order: [band, count, positions…]…
+        send = [[] for _ in range(comm.size)]
+        for b in self.bands:
+            for rank, index in b.to_rank.items():
+                send[rank].append(np.concatenate([[b.band.index, index.size], position[b.cells[index]]]))
+        received = comm.alltoallv([np.concatenate(m) if m else np.empty(0) for m in send], np.int64)
+        self.incoming: list[tuple[int, int, np.ndarray]] = []  # (band, sending rank, local positions)
+        for rank, message in enumerate(received):
+            k = 0
+            while k < message.size:
+                band, count = int(message[k]), int(message[k + 1])
+                self.incoming.append((band, rank, message[k + 2:k + 2 + count]))
+                k += 2 + count
+        self.incoming.sort(key=lambda item: item[0])  # canonical order: band
+
+    def _rows(self, field: np.ndarray, band: Band) -> np.ndarray:
+        first = self.layout.slab_rows(self.slab)[0]
+        block = field[:, band.rows[0] - first:band.rows[1] - first]
+        return block.reshape(block.shape[0], -1)
+
+    def means(self, fields: list[tuple[np.ndarray | None, np.ndarray | None]]) -> list[np.ndarray]:
+        """For each (values (L, rows, W), weights (L or 1, rows, W) or None) on this rank's slab (both
+        None on a rank without one): the mean of the values over each of this rank's host cells,
+        weighted by area (the host map's ``up``) times ``weights``, (L, local cells); 0 where the
+        weights vanish. Collective."""
+        spec = [(v.shape[0], 0 if w is None else w.shape[0]) for v, w in fields] if self.bands else None
+        levels = next((s for s in self.comm.allgather(spec) if s is not None), None)
+        if levels is None:  # no rank holds a band: nothing is mapped
+            return [np.zeros((len(fields), self.nlocal)) for _ in fields]
+        send = [[] for _ in range(self.comm.size)]
+        for b in self.bands:
+            sums = []
+            for values, weights in fields:
+                w = b.entries.up if weights is None else b.entries.up * self._rows(weights, b.band)[:, b.entries.pixel]
+                w = np.broadcast_to(w, (values.shape[0], b.entries.pixel.size))
+                v = self._rows(values, b.band)[:, b.entries.pixel]
+                sums += [np.bincount(b.inverse, weights=wl * vl, minlength=b.cells.size) for wl, vl in zip(w, v)]
+                sums += [np.bincount(b.inverse, weights=wl, minlength=b.cells.size) for wl in w]
+            sums = np.stack(sums)
+            for rank, index in b.to_rank.items():
+                send[rank].append(sums[:, index].ravel())
+        received = self.comm.alltoallv([np.concatenate(m) if m else np.empty(0) for m in send], np.float64)
+        nsums = sum(2 * n for n, _ in levels)
+        total = np.zeros((nsums, self.nlocal))
+        offsets = [0] * self.comm.size
+        for _, rank, positions in self.incoming:  # band order
+            size = nsums * positions.size
+            total[:, positions] += received[rank][offsets[rank]:offsets[rank] + size].reshape(nsums, -1)
+            offsets[rank] += size
+        out, k = [], 0
+        for n, _ in levels:
+            num, den = total[k:k + n], total[k + n:k + 2 * n]
+            out.append(np.where(den > 0, num / np.where(den > 0, den, 1.0), 0.0))
+            k += 2 * n
+        return out
+
+    def to_fine(self, host: np.ndarray) -> np.ndarray | None:
+        """Host values (L, local cells) → (L, rows, W) on this rank's slab (None without one), each fine
+        cell the ``down``-weighted mean of the host cells that overlap it; NaN where none does."""
+        host = np.asarray(host, dtype=np.float64).reshape(-1, self.nlocal)
+        send = [[] for _ in range(self.comm.size)]
+        for _, rank, positions in self.incoming:
+            send[rank].append(host[:, positions].ravel())
+        received = self.comm.alltoallv([np.concatenate(m) if m else np.empty(0) for m in send], np.float64)
+        if not self.bands:
+            return None
+        offsets = {rank: 0 for rank in range(self.comm.size)}
+        out = []
+        for b in self.bands:  # the order in which the owners listed this rank's bands
+            values = np.zeros((host.shape[0], b.cells.size))
+            for rank, index in sorted(b.to_rank.items()):
+                size = host.shape[0] * index.size
+                values[:, index] = received[rank][offsets[rank]:offsets[rank] + size].reshape(host.shape[0], -1)
+                offsets[rank] += size
+            npix = (b.band.rows[1] - b.band.rows[0]) * self.nlon
+            out.append(np.stack([fine_from_host(b.entries, v[b.inverse], npix) for v in values])
+                       .reshape(host.shape[0], -1, self.nlon))
+        return np.concatenate(out, axis=1)
+
+    def gather_rows(self, field: np.ndarray | None, root: int = 0) -> np.ndarray | None:
+        """This rank's slab of a (..., rows, W) field → the whole grid on ``root`` (None elsewhere)."""
+        first = self.layout.slab_rows(self.slab)[0] if self.bands else 0
+        parts = self.comm.gather((first, field) if self.bands else None, root)
+        if parts is None:
+            return None
+        return np.concatenate([f for _, f in sorted((p for p in parts if p is not None), key=lambda p: p[0])], axis=-2)

@@ -112,7 +112,7 @@ def _link_flags(flags: str) -> tuple[list[str], list[str]]:
 
 
 def _mpi_and_netcdf() -> dict:
-    mpif90 = os.environ.get("AI4LAND_MPIFC") or shutil.which("mpif90")
+    mpif90 = shutil.which("mpif90")
     nf_config = shutil.which("nf-config")
     if mpif90 is None or nf_config is None:
         raise Unavailable("mpif90 and nf-config are needed to compile mock_host_support (MPI + netCDF-Fortran)")
@@ -145,33 +145,33 @@ def _run(argv: list[str], cwd: Path, log: Path, env: dict | None = None) -> None
 
 DATA_DECLARATION = re.compile(r"\s*(integer|real|character|logical|complex|double\s+precision|type\s*\(|class\s*\()",
                               re.IGNORECASE)
-TYPE_START = re.compile(r"\s*type\s*(,|::|\s+[a-z_])", re.IGNORECASE)
-TYPE_END = re.compile(r"\s*end\s*type", re.IGNORECASE)
+BLOCK_START = re.compile(r"\s*(type\s*(,|::|\s+[a-z_])|(abstract\s+)?interface\b)", re.IGNORECASE)
+BLOCK_END = re.compile(r"\s*end\s*(type|interface)\b", re.IGNORECASE)
 
 
 def parse_copy(name: str, folder: Path) -> Path:
-    """The source f90wrap parses (the compiled code is separate): `include` lines inlined and, for
-    a module not in KEEP_MODULE_DATA, its module-level data left out (f90wrap wraps every module
-    variable and parameter whatever --only says, and f2py cannot take e.g. character(len=*) ones)."""
+    """The copy of a source that f90wrap parses (what is compiled is the original): `include`
+    lines inlined and, for a module not in KEEP_MODULE_DATA, its module-level variables and
+    parameters left out, because f90wrap wraps all of them whatever --only says and f2py cannot
+    take some (e.g. character(len=*) parameters). Type and interface blocks are kept whole."""
     lines: list[str] = []
-    in_spec, in_type, dropping = True, False, False
+    in_spec, in_block, dropping = name not in KEEP_MODULE_DATA, False, False
     for line in SOURCES[name].read_text().splitlines(keepends=True):
         stripped = line.strip()
-        lower = stripped.lower()
-        if lower.startswith("include ") and stripped[8:].strip()[:1] in "'\"":
+        if stripped.lower().startswith("include ") and stripped[8:].strip()[:1] in "'\"":
             lines.append((SOURCES[name].parent / stripped[8:].strip().strip("'\"")).read_text())
             continue
-        if in_spec and name not in KEEP_MODULE_DATA:
-            if dropping:  # continuation lines of a dropped declaration
+        if in_spec:
+            if dropping:  # a continuation line of a dropped declaration
                 dropping = stripped.endswith("&")
                 continue
-            if lower == "contains":
+            if stripped.lower() == "contains":
                 in_spec = False
-            elif TYPE_END.match(line):
-                in_type = False
-            elif TYPE_START.match(line) and not lower.startswith("type("):
-                in_type = True
-            elif not in_type and DATA_DECLARATION.match(line) and "function" not in lower:
+            elif BLOCK_END.match(line):
+                in_block = False
+            elif BLOCK_START.match(line) and not stripped.lower().startswith("type("):
+                in_block = True
+            elif not in_block and DATA_DECLARATION.match(line):
                 dropping = stripped.endswith("&")
                 continue
         lines.append(line)
@@ -193,18 +193,14 @@ def build(build_dir: Path = REPO / "build", out: Path | None = None, force: bool
     for name in ("meson", "ninja"):
         _tool(name)
     deps = _mpi_and_netcdf()
+    from importlib.metadata import version
+
     import numpy
 
-    try:
-        from importlib.metadata import version
-
-        f90wrap_version = version("f90wrap")
-    except Exception:  # noqa: BLE001
-        f90wrap_version = "unknown"
     stamp_value = _digest(
         [*SOURCES.values(), HERE / "ai4land_status.inc", Path(__file__).resolve(), modules / "ai4land.mod"],
         {"kind_map": KIND_MAP, "routines": [AI4LAND_ROUTINES, SUPPORT_ROUTINES, ADAPTER_ROUTINES],
-         "numpy": numpy.__version__, "f90wrap": f90wrap_version, "python": sys.version, "deps": deps,
+         "numpy": numpy.__version__, "f90wrap": version("f90wrap"), "python": sys.version, "deps": deps,
          "build_dir": str(build_dir)})
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out.parent / f".{out.name}.lock", "w") as lock:
@@ -240,7 +236,7 @@ def _build_in(work: Path, build_dir: Path, modules: Path, f90wrap: str, f2py: st
         objects.append(str(obj))
 
     # 2. Fortran wrappers + Python classes from the parsed sources.
-    parsed = [str(parse_copy(name, src)) for name in SOURCES]
+    parsed = [str(parse_copy(name, src).relative_to(work)) for name in SOURCES]  # docstrings: src/<name>.f90
     _run([f90wrap, "-m", MODULE, "-k", str(work / "kind_map"), "--only",
           *AI4LAND_ROUTINES, *SUPPORT_ROUTINES, *ADAPTER_ROUTINES, "--", *parsed], work, log)
     wrappers = sorted(str(p) for p in work.glob("f90wrap_*.f90"))

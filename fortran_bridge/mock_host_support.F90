@@ -133,7 +133,7 @@ contains
     real(dp), intent(in) :: lon(:)               !! local cell-centre longitudes, degrees
     real(dp), parameter :: pi = acos(-1.0_dp), deg = pi / 180.0_dp
     real(dp), allocatable :: tas(:, :), pr(:, :), rsds(:, :)
-    real(dp) :: doy, season, decl, phi, a, shifted, h0, toa
+    real(dp) :: doy, season, decl, phi, a, shifted, h0, toa, hemisphere
     integer :: i, j, ierr
     allocate(tas(size(lon), size(lat)), pr(size(lon), size(lat)), rsds(size(lon), size(lat)))
     doy = sum(days_in_month(1:month - 1)) + days_in_month(month) / 2.0_dp
@@ -145,9 +145,10 @@ contains
       shifted = lat(j) - 7.0_dp * season
       h0 = acos(min(1.0_dp, max(-1.0_dp, -tan(phi) * tan(decl))))
       toa = 1361.0_dp / pi * (h0 * sin(phi) * sin(decl) + cos(phi) * cos(decl) * sin(h0))
+      hemisphere = merge(0.0_dp, sign(1.0_dp, lat(j)), lat(j) == 0.0_dp)  ! as numpy.sign: 0 on the equator
       do i = 1, size(lon)
         tas(i, j) = 299.0_dp - 55.0_dp * (lat(j) / 90.0_dp)**2 &
-                    + 0.85_dp * (1.0_dp + 13.0_dp * abs(sin(phi))) * sign(1.0_dp, lat(j)) * season &
+                    + 0.85_dp * (1.0_dp + 13.0_dp * abs(sin(phi))) * hemisphere * season &
                     + 0.03_dp * (year - 2015)
         pr(i, j) = max(1.0_dp + 6.0_dp * exp(-(shifted / 9.0_dp)**2) + 2.6_dp * exp(-((a - 48.0_dp) / 12.0_dp)**2) &
                        - 0.5_dp * exp(-((a - 25.0_dp) / 9.0_dp)**2), 0.1_dp) / 86400.0_dp

@@ -60,10 +60,12 @@ def small_world(small_dir):
         yield world
 
 
-def run_lifecycle(comm, namelist, partition, steps, nlat=90, nlon=180, drivers=None) -> dict:
+def run_lifecycle(comm, namelist, partition, steps, nlat=90, nlon=180, drivers=None, read_restart=None,
+                  write_restart=None) -> dict:
     """Drive a Component through init..finalize; returns {(step, field): values in global cell order}.
 
-    Collective: every rank gets the whole field, gathered from all ranks' local cells.
+    Collective: every rank gets the whole field, gathered from all ranks' local cells. With
+    ``read_restart`` the run continues from that file; with ``write_restart`` it writes one at the end.
     """
     import numpy as np
 
@@ -75,6 +77,8 @@ def run_lifecycle(comm, namelist, partition, steps, nlat=90, nlon=180, drivers=N
     c.init(comm, namelist)
     c.def_partition(partition)
     c.enddef()
+    if read_restart:
+        c.read_restart(read_restart)
     cells = partition.global_indices(nlat, nlon)
     out = {}
     for when in steps:
@@ -87,6 +91,8 @@ def run_lifecycle(comm, namelist, partition, steps, nlat=90, nlon=180, drivers=N
             for idx, vals in comm.allgather((cells, local)):
                 full[:, idx] = vals
             out[(when, name)] = full
+    if write_restart:
+        c.write_restart(write_restart)
     c.finalize()
     return out
 

@@ -18,7 +18,7 @@ import cftime
 import numpy as np
 import pytest
 
-from conftest import SMALL_WORLD, run_lifecycle, run_mpi, unstructured_mesh, write_namelist
+from conftest import run_lifecycle, run_mpi, unstructured_mesh, write_namelist
 from test_fortran_host import BUILD, MOCK_HOST, needs_build, needs_component, output_of, write_host_nml
 
 netCDF4 = pytest.importorskip("netCDF4")
@@ -32,6 +32,8 @@ CANONICAL_UNITS = {
     "longitude": "degrees_east",
     "time": "<time unit> since <epoch>",
 }
+EXPECTED_STANDARD_NAMES = {"landuse_fraction": "area_fraction", "lai": "leaf_area_index", "lat": "latitude",
+                           "lon": "longitude", "time": "time", "year": "time", "year_time": "time"}
 CF_METHODS = {"point", "sum", "maximum", "median", "mid_range", "minimum", "mean", "mode",
               "standard_deviation", "variance"}
 AREA_TYPES = {"land"}  # the CF area-type table's entries used in `where` clauses here
@@ -114,6 +116,8 @@ def cf_problems(path: Path, unbounded: tuple[str, ...] = ()) -> list[str]:
 
         for name, var in variables.items():
             std = getattr(var, "standard_name", None)
+            if name in EXPECTED_STANDARD_NAMES and std != EXPECTED_STANDARD_NAMES[name]:
+                problems.append(f"{name}: standard_name {std!r} is not {EXPECTED_STANDARD_NAMES[name]!r}")
             if std is None:
                 continue
             if std not in CANONICAL_UNITS:
@@ -271,6 +275,7 @@ def test_cell_methods_grammar():
     ("landuse_fraction", "units", "landuse_fraction: units None are not area_fraction's canonical '1'"),
     ("landuse_uncertainty", "units", "landuse_uncertainty: no units"),
     ("lai", "cell_methods", "lai: no cell_methods"),
+    ("lai", "standard_name", "lai: standard_name None is not 'leaf_area_index'"),
     ("lat", "bounds", "lat: latitude coordinate without bounds"),
     ("year", "bounds", "year: time coordinate without bounds"),
     ("time", "calendar", "time: calendar None is not a CF calendar"),

@@ -64,6 +64,7 @@ class Component:
         from .datasets import WorldData
 
         self.comm = as_communicator(comm)
+        self.namelist_path = str(namelist_path)
         self.config = cfg = read_namelist(namelist_path)
         self.log = setup_logging(self.comm.rank, cfg.log_level)
         self.runtime: RankRuntime = plan_runtime(self.comm, cfg.device, cfg.torch_threads, cfg.inference_ranks)
@@ -191,6 +192,40 @@ class Component:
             raise CallOrderError(f"get('{name}') before any step() produced it")
         view = self._check_host_array(name, out, nlev)
         view.reshape(nlev, self.local_size)[...] = self._fields[name]
+
+    def write_restart(self, path) -> None:
+        """Write the state to ``path`` (netCDF, atomically); collective. See :mod:`.restart`."""
+        from . import restart
+
+        self._require(State.RUNNING, call="write_restart")
+        restart.write(self, path)
+
+    def read_restart(self, path) -> None:
+        """Continue from a restart written by :meth:`write_restart`, after ``enddef`` and before the
+        first ``step``; collective. A restart of other emulators, grids or calendar is refused."""
+        from . import restart
+
+        self._require(State.RUNNING, call="read_restart")
+        if self.clock.current is not None:
+            raise CallOrderError("read_restart() after step(): a restart is read before the first step")
+        restart.read(self, path)
+
+    def emulator_hashes(self) -> dict[str, str]:
+        """sha256 of the weights of each emulator in use, by kind."""
+        return {em.kind: str(em.meta.get("weights_sha256", "")) for em in (self.landuse_emulator, self.lai_emulator)
+                if em is not None}
+
+    def restore(self, state: dict) -> None:
+        """Set the state read by :func:`.restart.read` (this rank's rows and cells)."""
+        if state["current_date"]:
+            date, clock = state["current_date"], state["current_date"].split("T")
+            y, m, d = (int(v) for v in clock[0].split("-"))
+            hh, mm, ss = (int(float(v)) for v in clock[1].split(":"))
+            self.clock.current = self.clock.date(y, m, d, hh * 3600 + mm * 60 + ss)
+        self._landuse_started = state["landuse_started"]
+        self.fine_map, self.fine_lai = state["fine_map"], state["fine_lai"]
+        self._fields = dict(state["fields"])
+        self.log.info("restarted at %s", state["current_date"] or "the beginning")
 
     def finalize(self) -> None:
         self._require(State.INITIALISED, State.PARTITIONED, State.RUNNING, call="finalize")

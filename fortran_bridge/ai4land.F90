@@ -21,6 +21,7 @@ module ai4land
   public :: ai4land_init, ai4land_def_partition_box, ai4land_def_partition_points
   public :: ai4land_enddef, ai4land_local_size, ai4land_field_levels, ai4land_level_name
   public :: ai4land_put, ai4land_get, ai4land_step, ai4land_finalize, ai4land_error_message
+  public :: ai4land_write_restart, ai4land_read_restart
 
   !> Describe the local cells as a list of 1-based global indices (default or 8-byte integers).
   interface ai4land_def_partition_points
@@ -126,6 +127,18 @@ module ai4land
       integer(c_int), value, intent(in) :: handle, year, month, day, second
       integer(c_int), intent(out) :: changed
     end function c_step
+
+    integer(c_int) function c_write_restart(handle, path) bind(c, name='ai4land_write_restart')
+      import :: c_int, c_char
+      integer(c_int), value, intent(in) :: handle
+      character(kind=c_char), dimension(*), intent(in) :: path
+    end function c_write_restart
+
+    integer(c_int) function c_read_restart(handle, path) bind(c, name='ai4land_read_restart')
+      import :: c_int, c_char
+      integer(c_int), value, intent(in) :: handle
+      character(kind=c_char), dimension(*), intent(in) :: path
+    end function c_read_restart
 
     integer(c_int) function c_finalize(handle) bind(c, name='ai4land_finalize')
       import :: c_int
@@ -306,6 +319,22 @@ contains
                       int(second, c_int), bits))
     changed = int(bits)
   end subroutine ai4land_step
+
+  !> Write the state to a netCDF restart file, atomically (collective).
+  subroutine ai4land_write_restart(comp, path, ierr)
+    type(ai4land_component), intent(in) :: comp  !! the component after enddef
+    character(len=*), intent(in) :: path         !! restart file to write (trailing blanks ignored)
+    integer, intent(out) :: ierr                 !! status: AI4LAND_OK or an AI4LAND_ERR_* code
+    ierr = int(c_write_restart(comp%handle, c_string(path)))
+  end subroutine ai4land_write_restart
+
+  !> Continue from a restart file, after enddef and before the first step (collective).
+  subroutine ai4land_read_restart(comp, path, ierr)
+    type(ai4land_component), intent(in) :: comp  !! the component after enddef, not yet stepped
+    character(len=*), intent(in) :: path         !! restart file to read (trailing blanks ignored)
+    integer, intent(out) :: ierr                 !! status: AI4LAND_OK or an AI4LAND_ERR_* code
+    ierr = int(c_read_restart(comp%handle, c_string(path)))
+  end subroutine ai4land_read_restart
 
   !> Release the component (collective); it can be initialised again afterwards.
   subroutine ai4land_finalize(comp, ierr)

@@ -75,6 +75,15 @@ AI4LAND_API int ai4land_step(int handle, int year, int month, int day, int secon
 AI4LAND_API int ai4land_get_double(int handle, const char *name, double *values, int64_t n);
 AI4LAND_API int ai4land_get_float(int handle, const char *name, float *values, int64_t n);
 
+/* Write the component's state to a netCDF restart file (collective, after at least enddef):
+ * written to a temporary file, synced and renamed, so the path never holds half a restart. */
+AI4LAND_API int ai4land_write_restart(int handle, const char *path);
+
+/* Continue from a restart written by ai4land_write_restart (collective), after enddef and before
+ * the first step, on any number of ranks and any partition. A restart of other emulators,
+ * grids, calendar or LAI cadence is AI4LAND_ERR_FILE. */
+AI4LAND_API int ai4land_read_restart(int handle, const char *path);
+
 /* Release the component (collective); its handle is dead afterwards, even on failure. */
 AI4LAND_API int ai4land_finalize(int handle);
 

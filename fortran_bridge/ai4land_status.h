@@ -4,7 +4,7 @@
 #define AI4LAND_OK 0  /* success */
 #define AI4LAND_ERR_PYTHON_START 1  /* the embedded Python interpreter or the ai4land_coupler package failed to start */
 #define AI4LAND_ERR_NAMELIST 2  /* the namelist is missing, unreadable or invalid */
-#define AI4LAND_ERR_FILE 3  /* an input file is missing or malformed */
+#define AI4LAND_ERR_FILE 3  /* an input file is missing or malformed, or an output file cannot be written */
 #define AI4LAND_ERR_CALL_ORDER 4  /* a call came out of lifecycle order (init, def_partition, enddef, step/put/get, finalize) */
 #define AI4LAND_ERR_PARTITION 5  /* the partition is invalid (out of range, overlapping or gapped cells) */
 #define AI4LAND_ERR_ARGUMENT 6  /* an argument is invalid (unknown field, wrong size, NaN/Inf, bad handle) */

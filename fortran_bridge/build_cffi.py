@@ -36,6 +36,8 @@ int ai4land_py_put_float(int handle, const char *name, const float *values, int6
 int ai4land_py_step(int handle, int year, int month, int day, int second, int *changed, int *status);
 int ai4land_py_get_double(int handle, const char *name, double *values, int64_t n, int *status);
 int ai4land_py_get_float(int handle, const char *name, float *values, int64_t n, int *status);
+int ai4land_py_write_restart(int handle, const char *path, int *status);
+int ai4land_py_read_restart(int handle, const char *path, int *status);
 int ai4land_py_finalize(int handle, int *status);
 """
 
@@ -304,6 +306,16 @@ AI4LAND_API int ai4land_get_double(int handle, const char *name, double *values,
 AI4LAND_API int ai4land_get_float(int handle, const char *name, float *values, int64_t n)
 {
     AI4LAND_FORWARD(ai4land_py_get_float(handle, name, values, n, &status_));
+}
+
+AI4LAND_API int ai4land_write_restart(int handle, const char *path)
+{
+    AI4LAND_FORWARD(ai4land_py_write_restart(handle, path, &status_));
+}
+
+AI4LAND_API int ai4land_read_restart(int handle, const char *path)
+{
+    AI4LAND_FORWARD(ai4land_py_read_restart(handle, path, &status_));
 }
 
 AI4LAND_API int ai4land_finalize(int handle)

@@ -19,9 +19,10 @@ program ai4land_mock_host
   integer :: nlat = 18, nlon = 36, start_year = 2015, nyears = 2
   character(len=16) :: step_frequency = 'monthly'
   character(len=1024) :: output_file = 'mock_host_out.nc', ai4land_namelist = 'ai4land_in'
+  character(len=1024) :: read_restart = '', write_restart = ''  ! '' = none
   logical :: put_drivers = .true.
   namelist /mock_host_nml/ nlat, nlon, start_year, nyears, step_frequency, output_file, ai4land_namelist, &
-                           put_drivers
+                           put_drivers, read_restart, write_restart
 
   real(dp), parameter :: deg = acos(-1.0_dp) / 180.0_dp
   type(ai4land_component) :: comp
@@ -78,6 +79,10 @@ program ai4land_mock_host
   call check_plugin(ierr, 'ai4land_def_partition_box')
   call ai4land_enddef(comp, ierr)
   call check_plugin(ierr, 'ai4land_enddef')
+  if (len_trim(read_restart) > 0) then
+    call ai4land_read_restart(comp, read_restart, ierr)
+    call check_plugin(ierr, 'ai4land_read_restart(' // trim(read_restart) // ')')
+  end if
   call ai4land_local_size(comp, ncells, ierr)
   call check_plugin(ierr, 'ai4land_local_size')
   if (ncells /= int(me%ni, 8) * me%nj) call fail(99, 'ai4land_local_size disagrees with the box')
@@ -159,6 +164,10 @@ program ai4land_mock_host
     if (rank == 0) call year_summary()
   end do
 
+  if (len_trim(write_restart) > 0) then
+    call ai4land_write_restart(comp, write_restart, ierr)
+    call check_plugin(ierr, 'ai4land_write_restart(' // trim(write_restart) // ')')
+  end if
   call ai4land_finalize(comp, ierr)
   call check_plugin(ierr, 'ai4land_finalize')
   if (rank == 0) then

@@ -1,3 +1,5 @@
+import datetime
+
 import pytest
 
 from ai4land_coupler.clock import ModelClock
@@ -32,3 +34,26 @@ def test_calendar_validation_and_time_order():
         c.advance(2020, 4, 30)
     with pytest.raises(ClockError, match="second of day"):
         c.advance(2020, 5, 2, 86400)
+
+
+@pytest.mark.parametrize("calendar, days_in_year", [("noleap", 365), ("365_day", 365), ("360_day", 360),
+                                                    ("gregorian", 366), ("standard", 366), ("proleptic_gregorian", 366)])
+def test_every_calendar_steps_through_a_year_day_by_day(calendar, days_in_year):
+    import cftime
+
+    c = ModelClock(calendar, "daily")
+    date = cftime.datetime(2032, 1, 1, calendar=calendar)  # a leap year where the calendar has them
+    flags = []
+    while date.year == 2032:
+        flags.append(c.advance(date.year, date.month, date.day, 43200).new_lai_period)
+        date += datetime.timedelta(days=1)
+    assert len(flags) == days_in_year and all(flags)
+    assert c.advance(2033, 1, 1).new_year
+
+
+def test_month_middles_follow_the_calendar():
+    assert ModelClock("360_day").month_middle(2031, 2)[1] == 45.0
+    assert ModelClock("noleap").month_middle(2031, 2)[1] == 31 + 14.0
+    assert ModelClock("gregorian").month_middle(2032, 2)[1] == 31 + 14.5
+    noleap = ModelClock("noleap")
+    assert noleap.month_middle(2032, 1)[0] - noleap.month_middle(2031, 12)[0] == 31.0

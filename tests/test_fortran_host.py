@@ -71,7 +71,7 @@ def output_of(proc: subprocess.CompletedProcess) -> str:
 def test_library_exports_the_abi_with_soname_and_rpath():
     header = (REPO / "fortran_bridge" / "ai4land.h").read_text()
     declared = {line.split("(")[0].split()[-1] for line in header.splitlines() if line.startswith("AI4LAND_API int")}
-    assert len(declared) == 15
+    assert len(declared) == 17
     symbols = subprocess.run(["nm", "-D", "--defined-only", str(LIBRARY)], capture_output=True, text=True,
                              timeout=60).stdout
     exported = {line.split()[-1] for line in symbols.splitlines()}
@@ -352,6 +352,41 @@ def test_mock_host_end_to_end(tmp_path, world_dir):
     lu, lai = check_host_output(out, nlat, nlon, nyears)
     np.testing.assert_array_equal(lu, results[1][0])  # land use does not see the host's climate
     np.testing.assert_allclose(lai, results[1][1], rtol=1e-4, atol=1e-5)  # host climate: libm vs numpy
+
+
+@pytest.mark.slow
+@needs_build
+@needs_component
+def test_fortran_host_restart_on_other_ranks_equals_the_continuous_run(tmp_path, world_dir):
+    """ERS and ERP from Fortran: 2 years on 2 ranks = 1 year on 3 ranks, ai4land_write_restart, then
+    ai4land_read_restart and 1 year on 2 ranks; bit for bit."""
+    nlat, nlon = 45, 90
+    plugin_nml = write_namelist(tmp_path / "ai4land_in", world_dir, host_nlat=nlat, host_nlon=nlon)
+    restart = tmp_path / "restart.nc"
+    runs = {"continuous": (2, dict(start_year=2031, nyears=2)),
+            "first": (3, dict(start_year=2031, nyears=1, write_restart=f"'{restart}'")),
+            "second": (2, dict(start_year=2032, nyears=1, read_restart=f"'{restart}'"))}
+    fields = {}
+    for name, (nranks, options) in runs.items():
+        out = tmp_path / f"{name}.nc"
+        nml = write_host_nml(tmp_path / f"{name}.nml", plugin_nml, out, nlat=nlat, nlon=nlon, **options)
+        proc = run_host(nranks, nml, tmp_path, timeout=600)
+        assert proc.returncode == 0, output_of(proc)
+        fields[name] = check_host_output(out, nlat, nlon, options["nyears"])
+        if name == "first":
+            assert restart.is_file() and not list(tmp_path.glob(".restart.nc.tmp*"))
+    (lu, lai), (lu1, lai1), (lu2, lai2) = fields["continuous"], fields["first"], fields["second"]
+    np.testing.assert_array_equal(lu1, lu[:1])
+    np.testing.assert_array_equal(lai1, lai[:12])
+    np.testing.assert_array_equal(lu2, lu[1:])
+    np.testing.assert_array_equal(lai2, lai[12:])
+
+    wrong = write_host_nml(tmp_path / "wrong.nml", write_namelist(tmp_path / "ai4land_360", world_dir, host_nlat=nlat,
+                                                                  host_nlon=nlon, calendar="'360_day'"),
+                           tmp_path / "wrong.nc", nlat=nlat, nlon=nlon, start_year=2032, nyears=1,
+                           read_restart=f"'{restart}'")
+    proc = run_host(2, wrong, tmp_path)
+    assert proc.returncode != 0 and "calendar = 'noleap', this run has '360_day'" in output_of(proc)
 
 
 @pytest.mark.slow

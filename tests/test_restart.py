@@ -128,3 +128,14 @@ def test_a_failed_write_leaves_the_previous_restart_whole(nml, tmp_path, monkeyp
         c.write_restart(target)
     assert target.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.nc"]
+
+
+def test_ers_with_the_daily_cadence_keeps_the_months_it_interpolates_between(world_dir, tmp_path):
+    daily = write_namelist(tmp_path / "daily.nml", world_dir, lai_cadence="'daily'")
+    days = [(2031, 1, d, 43200) for d in (1, 20, 31)] + [(2031, 2, d, 43200) for d in (10, 20)]
+    continuous = run(daily, days)
+    first = run(daily, days[:3], write_restart=tmp_path / "r.nc")
+    with netCDF4.Dataset(tmp_path / "r.nc") as ds:
+        assert {"lai_2031_01", "lai_2031_02", "host_lai_2031_01", "host_lai_per_class_2031_02"} <= set(ds.variables)
+    second = run(daily, days[3:], read_restart=tmp_path / "r.nc")
+    assert {**first, **second} == continuous

@@ -116,7 +116,7 @@ def def_partition_points(handle: int, global_index) -> None:
     from ai4land_coupler.partition import Points
 
     component = _component(handle)
-    component.def_partition(Points(np.array(global_index, dtype=np.int64, copy=True).reshape(-1)))
+    component.def_partition(Points(np.array(global_index, copy=True).reshape(-1)))
 
 
 def enddef(handle: int) -> None:
@@ -160,6 +160,18 @@ def changed_bits(changed) -> int:
 
 def get(handle: int, name: str, out: np.ndarray) -> None:
     _component(handle).get(name, out)
+
+
+def write_restart(handle: int, path: str) -> None:
+    if not path:
+        raise ArgumentError("the restart path is empty")
+    _component(handle).write_restart(path)
+
+
+def read_restart(handle: int, path: str) -> None:
+    if not path:
+        raise ArgumentError("the restart path is empty")
+    _component(handle).read_restart(path)
 
 
 def finalize(handle: int) -> None:
@@ -303,6 +315,14 @@ def attach(ffi, lib) -> None:
         def body():
             changed[0] = step(h, year, month, day, second)
         return guarded("ai4land_step", status, body)
+
+    @extern("ai4land_py_write_restart")
+    def _write_restart(h, path, status):
+        return guarded("ai4land_write_restart", status, lambda: write_restart(h, text(path, "path")))
+
+    @extern("ai4land_py_read_restart")
+    def _read_restart(h, path, status):
+        return guarded("ai4land_read_restart", status, lambda: read_restart(h, text(path, "path")))
 
     @extern("ai4land_py_finalize")
     def _finalize(h, status):

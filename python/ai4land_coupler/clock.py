@@ -1,7 +1,8 @@
 """The model clock: host dates in the host's calendar, and the events they trigger.
 
-Land use advances when a new model year begins; LAI at the namelist cadence. The host may call
-``step`` at any time step of its own; time must never go backwards.
+Land use advances when a new model year begins; LAI at the namelist cadence (monthly, every N days,
+or daily between monthly values). The host may call ``step`` at any time step of its own; time must
+never go backwards.
 """
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from dataclasses import dataclass
 import cftime
 
 from .errors import ClockError
+
+EPOCH = "days since 1850-01-01 00:00:00"
 
 
 @dataclass(frozen=True)
@@ -38,7 +41,19 @@ class ModelClock:
     def _lai_period(self, date: cftime.datetime) -> tuple[int, int]:
         if self.lai_cadence == "monthly":
             return (date.year, date.month)
+        if self.lai_cadence == "daily":
+            return (date.year, date.dayofyr)
         return (date.year, (date.dayofyr - 1) // self.lai_interval_days)
+
+    def days(self, date: cftime.datetime) -> float:
+        """Days since 1850-01-01 in the calendar: one time axis across years."""
+        return float(cftime.date2num(date, EPOCH, calendar=self.calendar))
+
+    def month_middle(self, year: int, month: int) -> tuple[float, float]:
+        """The middle of a month: (days since 1850-01-01, days since 1 January of its year)."""
+        start = self.date(year, month, 1, 0)
+        length = self.days(self.date(year + (month == 12), month % 12 + 1, 1, 0)) - self.days(start)
+        return self.days(start) + length / 2.0, start.dayofyr - 1 + length / 2.0
 
     def date(self, year: int, month: int, day: int, second: int) -> cftime.datetime:
         if not 0 <= second < 86400:

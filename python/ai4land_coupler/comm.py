@@ -220,8 +220,8 @@ class MPIComm(Communicator):
 
 def collective(comm: Communicator, work: Callable[[], T]) -> T:
     """``work()`` on every rank, then agreement: if it raised on any rank, every rank raises an error
-    with the status of the first rank that failed and a message naming it, so that no rank goes on
-    into a collective that the failed rank will never join."""
+    with the status of the first rank that failed and a message naming it (on one rank: the error
+    itself), so that no rank goes on into a collective that the failed rank will never join."""
     from .errors import Ai4LandError, error_with_status
 
     try:
@@ -237,6 +237,8 @@ def collective(comm: Communicator, work: Callable[[], T]) -> T:
     if not failed:
         return result
     rank, (status, text) = failed[0]
+    if comm.size == 1:
+        raise failure
     others = f" (and {len(failed) - 1} other rank{'s' if len(failed) > 2 else ''})" if len(failed) > 1 else ""
     raise error_with_status(status, f"rank {rank}{others}: {text}") from failure
 

@@ -11,6 +11,7 @@ on the host's decomposition or on the number of inference ranks.
 """
 from __future__ import annotations
 
+import functools
 import time
 from enum import Enum
 
@@ -21,7 +22,8 @@ from .clock import Events, ModelClock
 from .datasets import NODATA, fill_nodata, group_shares
 from .emulators.landuse import one_hot_classes
 from .comm import Communicator, as_communicator, collective
-from .errors import ArgumentError, CallOrderError, ClockError, EmulatorError, NamelistError, PartitionError
+from .errors import (Ai4LandError, ArgumentError, CallOrderError, ClockError, EmulatorError, InputFileError,
+                     NamelistError, PartitionError)
 from .grids import LatLonGrid, block_sum
 from .inference import BandLayout, make_layout, predict_slab, tile_step
 from .namelist import Config, read_namelist
@@ -44,6 +46,22 @@ class State(Enum):
     FINALISED = "finalised"
 
 
+def _local(call: str):
+    """A call on one rank whose failure leaves the ranks out of step (put, def_partition): it is raised
+    here, and again on every rank by the next collective call (:meth:`Component._agree`)."""
+    def wrap(method):
+        @functools.wraps(method)
+        def run(self, *args, **kwargs):
+            try:
+                return method(self, *args, **kwargs)
+            except Exception as exc:
+                if self.comm is not None and self._failure is None:
+                    self._failure = type(exc)(f"{call}() failed: {exc}") if isinstance(exc, Ai4LandError) else exc
+                raise
+        return run
+    return wrap
+
+
 class Component:
     def __init__(self):
         self.state = State.NEW
@@ -51,6 +69,7 @@ class Component:
         self.config: Config | None = None
         self._fields: dict[str, np.ndarray] = {}  # host-grid outputs, (levels, local cells)
         self._puts: dict[str, np.ndarray] = {}
+        self._failure: Exception | None = None  # of a local call, raised on every rank by the next collective one
         self.timings: dict[str, float] = {}
 
     # ------------------------------------------------------------------ lifecycle
@@ -65,7 +84,7 @@ class Component:
 
         self.comm = as_communicator(comm)
         self.namelist_path = str(namelist_path)
-        self.config = cfg = read_namelist(namelist_path)
+        self.config = cfg = collective(self.comm, lambda: read_namelist(namelist_path))
         self.log = setup_logging(self.comm.rank, cfg.log_level)
         self.runtime: RankRuntime = plan_runtime(self.comm, cfg.device, cfg.torch_threads, cfg.inference_ranks)
         self.domain = collective(self.comm, lambda: WorldData.open_domain(cfg.world_files(), cfg.region))
@@ -81,17 +100,28 @@ class Component:
         self.fine_map: np.ndarray | None = None  # this slab's rows
         self._landuse_started = False
         self.fine_lai: np.ndarray | None = None
-        self.history = None
-        if cfg.output_dir and self.comm.rank == 0:
-            from .history import FineHistory
-
-            self.history = FineHistory(cfg.output_dir, self.fine_grid, cfg.calendar, self.classes)
+        self._lai_months: dict[tuple[int, int], tuple] = {}  # daily cadence: (year, month) → emulated LAI, host fields
+        self._driver_months: list[tuple[int, int]] | None = None
+        self.history = collective(self.comm, self._open_history)
         self.state = State.INITIALISED
         self.log.info("initialised on %d ranks: host grid %s, emulator grid %dx%d in %d bands, %s, device %s, "
                       "%d torch threads", self.comm.size, self.host_map.description, self.fine_grid.nlat,
                       self.fine_grid.nlon, len(self.layout.bands),
                       f"fine rows {first}-{end}" if self.slab >= 0 else "no fine rows", self.runtime.device,
                       self.runtime.threads)
+
+    def _open_history(self):
+        """The fine-grid history on rank 0 (the one writer), if the namelist asks for one."""
+        from .history import FineHistory
+
+        output_dir = self.config.output_dir
+        if not output_dir or self.comm.rank != 0:
+            return None
+        try:
+            return FineHistory(output_dir, self.fine_grid, self.config.calendar, self.classes)
+        except OSError as exc:
+            raise InputFileError(f"{output_dir}/ai4land_fine_history.nc: cannot create the fine-grid history "
+                                 f"({exc.strerror or exc})") from None
 
     def _layout(self, namelist_path) -> BandLayout:
         cfg, k = self.config, self.domain.factor
@@ -113,7 +143,7 @@ class Component:
         try:
             self.host_map: HostMap = make_host_map(self.fine_grid, cfg.host_nlat, cfg.host_nlon, cfg.host_weights_file)
         except ArgumentError as exc:
-            raise ArgumentError(f"{namelist_path}: {exc}") from None
+            raise NamelistError(f"{namelist_path}: &ai4land_nml keys 'host_nlat', 'host_nlon': {exc}") from None
         self.classes = LANDUSE_CLASSES
         self.class_names = [n for _, n in LANDUSE_CLASSES]
         self.world = self.landuse_emulator = self.lai_emulator = None
@@ -123,6 +153,18 @@ class Component:
             self.landuse_emulator = load_emulator("landuse", cfg.landuse_emulator, dev) if cfg.do_dynamic_landuse else None
             self.lai_emulator = load_emulator("lai", cfg.lai_emulator, dev) if cfg.do_dynamic_lai else None
 
+    def _agree(self, call: str, *states: State, then=None):
+        """The start of a collective call: every rank checks its state and its failures since the
+        last collective call (and runs ``then``), and all raise together if any rank fails."""
+        def check():
+            failure, self._failure = self._failure, None
+            if failure is not None:
+                raise failure
+            self._require(*states, call=call)
+            return then() if then else None
+        return collective(self.comm, check)
+
+    @_local("def_partition")
     def def_partition(self, partition: Box | Points) -> None:
         self._require(State.INITIALISED, call="def_partition")
         if not isinstance(partition, (Box, Points)):
@@ -136,7 +178,7 @@ class Component:
         self.state = State.PARTITIONED
 
     def enddef(self) -> None:
-        self._require(State.PARTITIONED, call="enddef")
+        self._agree("enddef", State.PARTITIONED)
         validate_cover(self.comm, self.local_cells, self.host_map.ncells)
         self.exchange = HostExchange(self.comm, self.host_map, self.layout, self.slab, self.runtime.inference_ranks,
                                      self.local_cells)
@@ -160,6 +202,7 @@ class Component:
     def outputs(self) -> tuple[str, ...]:
         return OUTPUTS + tuple(self.crosswalk_levels)
 
+    @_local("put")
     def put(self, name: str, values) -> None:
         self._require(State.RUNNING, call="put")
         if name not in DRIVERS:
@@ -170,10 +213,10 @@ class Component:
         self._puts[name] = np.array(values, dtype=np.float64).ravel()
 
     def step(self, when) -> set[str]:
-        self._require(State.RUNNING, call="step")
-        events = self.clock.advance(*self._date_tuple(when))
+        events = self._agree("step", State.RUNNING, then=lambda: self.clock.advance(*self._date_tuple(when)))
         changed: set[str] = set()
         if events.new_year:
+            self._lai_months.clear()  # emulated under last year's land use
             self._advance_landuse(events)
             changed.update(("landuse_fraction", "landuse_uncertainty", *crosswalks.landuse_fields(self.config.crosswalk)))
         if events.new_lai_period and self.config.do_dynamic_lai:
@@ -190,14 +233,14 @@ class Component:
             raise ArgumentError(f"cannot get field '{name}'; available: {', '.join(self.outputs)}")
         if name not in self._fields:
             raise CallOrderError(f"get('{name}') before any step() produced it")
-        view = self._check_host_array(name, out, nlev)
+        view = self._check_host_array(name, out, nlev, output=True)
         view.reshape(nlev, self.local_size)[...] = self._fields[name]
 
     def write_restart(self, path) -> None:
         """Write the state to ``path`` (netCDF, atomically); collective. See :mod:`.restart`."""
         from . import restart
 
-        self._require(State.RUNNING, call="write_restart")
+        self._agree("write_restart", State.RUNNING)
         restart.write(self, path)
 
     def read_restart(self, path) -> None:
@@ -205,9 +248,11 @@ class Component:
         first ``step``; collective. A restart of other emulators, grids or calendar is refused."""
         from . import restart
 
-        self._require(State.RUNNING, call="read_restart")
-        if self.clock.current is not None:
-            raise CallOrderError("read_restart() after step(): a restart is read before the first step")
+        def first_step_not_taken():
+            if self.clock.current is not None:
+                raise CallOrderError("read_restart() after step(): a restart is read before the first step")
+
+        self._agree("read_restart", State.RUNNING, then=first_step_not_taken)
         restart.read(self, path)
 
     def emulator_hashes(self) -> dict[str, str]:
@@ -224,6 +269,7 @@ class Component:
             self.clock.current = self.clock.date(y, m, d, hh * 3600 + mm * 60 + ss)
         self._landuse_started = state["landuse_started"]
         self.fine_map, self.fine_lai = state["fine_map"], state["fine_lai"]
+        self._lai_months = dict(state["lai_months"])
         self._fields = dict(state["fields"])
         self.log.info("restarted at %s", state["current_date"] or "the beginning")
 
@@ -252,7 +298,7 @@ class Component:
             raise ClockError(f"time must be a date or (year, month, day[, second]), got {when!r}") from exc
         return (y, m, d, rest[0] if rest else 0)
 
-    def _check_host_array(self, name: str, array, nlev: int) -> np.ndarray:
+    def _check_host_array(self, name: str, array, nlev: int, output: bool = False) -> np.ndarray:
         if not isinstance(array, np.ndarray) or array.dtype not in (np.float32, np.float64):
             raise ArgumentError(f"field '{name}': expected a float32 or float64 array, "
                                 f"got {getattr(array, 'dtype', type(array).__name__)}")
@@ -260,7 +306,12 @@ class Component:
         if array.size != want:
             raise ArgumentError(f"field '{name}': array has {array.size} values, expected {want} "
                                 f"({nlev} level(s) x {self.local_size} local cells)")
-        return array.reshape(-1)
+        flat = array.reshape(-1)
+        if output and not array.flags.writeable:
+            raise ArgumentError(f"field '{name}': the output array is read-only")
+        if output and not np.shares_memory(flat, array):
+            raise ArgumentError(f"field '{name}': the output array is not in C order (levels slowest, then cells)")
+        return flat
 
     def _means(self, *fields) -> list[np.ndarray]:
         """Host-cell means of (values, weights or None) pairs on this slab: :meth:`HostExchange.means`."""
@@ -348,10 +399,9 @@ class Component:
                       f"; {infeasible_cells} cells ask for more than their land and were scaled down to fit"
                       if infeasible_cells else "")
 
-    def _drivers(self, events: Events) -> np.ndarray | None:
-        """Fine (3, rows, W) drivers on this slab for the LAI period: the host's puts downscaled by the
-        delta method on the climatology, else the input files."""
-        date = events.date
+    def _drivers(self, year: int, month: int) -> np.ndarray | None:
+        """Fine (3, rows, W) drivers of a month on this slab: the host's puts downscaled by the delta
+        method on the month's climatology, else the input files."""
         put = self.comm.allgather(sorted(self._puts))
         if any(put) and any(p != put[0] for p in put):
             raise ArgumentError(f"ranks put different driver fields before step: {put}")
@@ -360,8 +410,8 @@ class Component:
             raise ArgumentError(f"put the drivers {', '.join(DRIVERS)} together; missing {', '.join(missing)}")
         on_slab = self.slab >= 0
         if not put[0]:
-            return collective(self.comm, lambda: self.world.drivers(date.year, date.month) if on_slab else None)
-        clim = collective(self.comm, lambda: self.world.climatology()[date.month - 1] if on_slab else None)
+            return collective(self.comm, lambda: self.world.drivers(year, month) if on_slab else None)
+        clim = collective(self.comm, lambda: self.world.climatology()[month - 1] if on_slab else None)
         clim_host = self._means((clim, None))[0]
         anomaly = self.exchange.to_fine(np.stack([self._puts[name] for name in DRIVERS]) - clim_host)
         if not on_slab:
@@ -372,34 +422,65 @@ class Component:
 
     def _advance_lai(self, events: Events) -> None:
         t0 = time.perf_counter()
-        drivers = self._drivers(events)
+        if self.config.lai_cadence == "daily":
+            fine_lai, fields = self._daily_lai(events.date)
+        else:
+            date = events.date
+            fine_lai, fields = self._emulate_lai(self._drivers(date.year, date.month), self._period_middle(events))
+        self.fine_lai = fine_lai
+        self._fields.update(fields)
+        self.timings["lai"] = self.timings.get("lai", 0.0) + time.perf_counter() - t0
+        if self.config.output_dir:
+            gathered = self.exchange.gather_rows(fine_lai)
+            if self.history is not None:
+                self.history.write_lai(events.date, gathered)
+
+    def _emulate_lai(self, drivers: np.ndarray | None, day_of_year: float) -> tuple[np.ndarray | None, dict]:
+        """LAI on this slab (None off the slab ranks) and its host fields, for the drivers of a period
+        whose middle is ``day_of_year`` (days since 1 January)."""
         em = self.lai_emulator
         on_slab = self.slab >= 0
         classes = one_hot_classes(self.fine_map).astype(np.float64) if on_slab else None
-        raw = self._predict(em, lambda: em.inputs(classes, drivers, self._period_middle(events)))
-        if on_slab:
-            self.fine_lai = em.apply_mask(em.finish(raw)[0], self.world.land_mask)
-        lai = self.fine_lai[None] if on_slab else None
+        raw = self._predict(em, lambda: em.inputs(classes, drivers, day_of_year))
+        fine_lai = em.apply_mask(em.finish(raw)[0], self.world.land_mask) if on_slab else None
+        lai = fine_lai[None] if on_slab else None
         fields = {"lai": (lai, None), "lai_per_class": (np.broadcast_to(lai, classes.shape) if on_slab else None, classes)}
         if self.config.crosswalk == "ecland":
             covers = crosswalks.ecland_covers(classes) if on_slab else None
             fields.update({name: (lai, covers[cover][None] if on_slab else None)
                            for name, cover in crosswalks.ECLAND_LAI.items()})
-        for name, mean in zip(fields, self._means(*fields.values())):
-            self._fields[name] = mean
-        self.timings["lai"] = self.timings.get("lai", 0.0) + time.perf_counter() - t0
-        if self.config.output_dir:
-            fine_lai = self.exchange.gather_rows(lai)
-            if self.history is not None:
-                self.history.write_lai(events.date, fine_lai[0])
+        return fine_lai, dict(zip(fields, self._means(*fields.values())))
+
+    def _daily_lai(self, date) -> tuple[np.ndarray | None, dict]:
+        """LAI of a day: linear in time between the emulated LAI of the middles of the months before
+        and after it (each emulated once, with that month's drivers, and kept until passed). Outside
+        the driver file's months, the nearest month's value is held."""
+        if self._driver_months is None:
+            months = self.comm.allgather(collective(self.comm, lambda: self.world.driver_months() if self.slab >= 0
+                                                    and not self._puts else None))
+            self._driver_months = next((m for m in months if m is not None), [])
+        now = self.clock.days(date)
+        around = [(date.year - 1, 12)] + [(date.year, m) for m in range(1, 13)] + [(date.year + 1, 1)]
+        middle = {key: self.clock.month_middle(*key) for key in around}
+        after = next(key for key in around if middle[key][0] > now)
+        before = around[around.index(after) - 1]
+        if self._driver_months and not self._puts:
+            first, last = self._driver_months[0], self._driver_months[-1]
+            before, after = (min(max(k, first), last) for k in (before, after))
+        for key in (before, after):
+            if key not in self._lai_months:
+                self._lai_months[key] = self._emulate_lai(self._drivers(*key), middle[key][1])
+        for key in set(self._lai_months) - {before, after}:
+            del self._lai_months[key]
+        span = middle[after][0] - middle[before][0]
+        w = min(max((now - middle[before][0]) / span, 0.0), 1.0) if span > 0 else 0.0
+        (fine_a, fields_a), (fine_b, fields_b) = self._lai_months[before], self._lai_months[after]
+        fine = None if fine_a is None else ((1.0 - w) * fine_a + w * fine_b).astype(np.float32)
+        return fine, {name: (1.0 - w) * fields_a[name] + w * fields_b[name] for name in fields_a}
 
     def _period_middle(self, events: Events) -> float:
         cfg = self.config
         if cfg.lai_cadence == "monthly":
-            d = events.date
-            first = self.clock.date(d.year, d.month, 1, 0).dayofyr
-            nxt = self.clock.date(d.year + (d.month == 12), d.month % 12 + 1, 1, 0)
-            length = (nxt - self.clock.date(d.year, d.month, 1, 0)).days
-            return first - 1 + length / 2.0
+            return self.clock.month_middle(events.date.year, events.date.month)[1]
         start = ((events.day_of_year - 1) // cfg.lai_interval_days) * cfg.lai_interval_days
         return start + min(cfg.lai_interval_days, events.days_in_year - start) / 2.0

@@ -312,8 +312,8 @@ class _File:
 
 def _required(paths: dict[str, Path], key: str) -> Path:
     if key not in paths:
-        raise InputFileError(f"world file '{FILE_NAMES[key]}' was not provided "
-                             f"(it should hold variables {_quoted(FILE_VARIABLES[key])})")
+        raise InputFileError(f"world file '{FILE_NAMES[key]}' is needed but was not given: name it in the namelist "
+                             f"or put it in input_dir (it should hold variables {_quoted(FILE_VARIABLES[key])})")
     return Path(paths[key])
 
 
@@ -526,6 +526,12 @@ class WorldData:
         if key not in self._months:
             self._months[key] = f.year_months()
         return self._index(f.path, self._months[key], (year, month), "(year, month)")
+
+    def driver_months(self) -> list[tuple[int, int]]:
+        """The (year, month) records of the driver anomaly file."""
+        if "drivers_anomaly" not in self._months:
+            self._months["drivers_anomaly"] = self._file("drivers_anomaly").year_months()
+        return list(self._months["drivers_anomaly"])
 
     def drivers(self, year: int, month: int) -> np.ndarray:
         """Fine drivers (3, H, W): tas K, pr kg m-2 s-1, rsds W m-2 (climatology + coarse anomaly)."""

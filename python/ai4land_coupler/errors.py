@@ -19,7 +19,7 @@ STATUS_CODES: tuple[StatusCode, ...] = (
     StatusCode("AI4LAND_OK", 0, "success"),
     StatusCode("AI4LAND_ERR_PYTHON_START", 1, "the embedded Python interpreter or the ai4land_coupler package failed to start"),
     StatusCode("AI4LAND_ERR_NAMELIST", 2, "the namelist is missing, unreadable or invalid"),
-    StatusCode("AI4LAND_ERR_FILE", 3, "an input file is missing or malformed"),
+    StatusCode("AI4LAND_ERR_FILE", 3, "an input file is missing or malformed, or an output file cannot be written"),
     StatusCode("AI4LAND_ERR_CALL_ORDER", 4, "a call came out of lifecycle order (init, def_partition, enddef, step/put/get, finalize)"),
     StatusCode("AI4LAND_ERR_PARTITION", 5, "the partition is invalid (out of range, overlapping or gapped cells)"),
     StatusCode("AI4LAND_ERR_ARGUMENT", 6, "an argument is invalid (unknown field, wrong size, NaN/Inf, bad handle)"),

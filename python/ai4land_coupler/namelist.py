@@ -50,9 +50,10 @@ class Config:
 
     do_dynamic_landuse: bool = _opt(True, "emulate a new land-use map at each new model year")
     do_dynamic_lai: bool = _opt(True, "emulate LAI at the sub-annual cadence")
-    lai_cadence: str = _opt("monthly", "when LAI is updated: 'monthly' (first day of each month) or "
-                            "'ndays' (every lai_interval_days days from 1 January)",
-                            choices=("monthly", "ndays"))
+    lai_cadence: str = _opt("monthly", "when LAI is updated: 'monthly' (first day of each month), "
+                            "'ndays' (every lai_interval_days days from 1 January) or 'daily' (every day, "
+                            "interpolated linearly in time between the emulated values of the middles of the "
+                            "months around it)", choices=("monthly", "ndays", "daily"))
     lai_interval_days: int = _opt(10, "interval in days when lai_cadence = 'ndays'", minimum=1, maximum=366)
     calendar: str = _opt("noleap", "the host model's calendar", choices=CALENDARS)
     host_nlat: int = _opt(0, "latitude rows of the host's lat-lon grid over the emulator's domain (an integer "
@@ -150,13 +151,25 @@ def _resolve_files(path: Path, values: dict) -> None:
         values[key] = str(p)
 
 
+def _check_output_dir(path: Path, folder: Path) -> None:
+    """``folder`` is a folder, or can be made one: its nearest existing ancestor is a folder."""
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    if not existing.is_dir():
+        raise NamelistError(f"{path}: &{GROUP} key 'output_dir': folder {folder} cannot be created: "
+                            f"{existing} is a file")
+
+
 def read_namelist(path: str | Path) -> Config:
     """Read and validate ``&ai4land_nml`` from ``path``; relative paths inside are relative to it."""
     import f90nml
 
     path = Path(path)
+    if path.is_dir():
+        raise NamelistError(f"namelist file {path} is a folder, not a file")
     if not path.is_file():
         raise NamelistError(f"namelist file {path} does not exist")
+    if not path.read_bytes().strip():
+        raise NamelistError(f"{path}: the file is empty: group &{GROUP} not found")
     try:
         nml = f90nml.read(str(path))
     except Exception as exc:  # f90nml raises many types on malformed input
@@ -177,6 +190,8 @@ def read_namelist(path: str | Path) -> Config:
         if values.get(key):
             p = Path(values[key])
             values[key] = str(p if p.is_absolute() else (path.parent / p).resolve())
+    if values.get("output_dir"):
+        _check_output_dir(path, Path(values["output_dir"]))
     if values.get("input_dir") and not Path(values["input_dir"]).is_dir():
         raise NamelistError(f"{path}: &{GROUP} key 'input_dir': folder {values['input_dir']} does not exist")
     _resolve_files(path, values)

@@ -47,7 +47,10 @@ class Points:
     indices: np.ndarray
 
     def __post_init__(self):
-        object.__setattr__(self, "indices", np.asarray(self.indices, dtype=np.int64).ravel())
+        indices = np.asarray(self.indices)
+        if indices.size and indices.dtype.kind not in "iu":
+            raise PartitionError(f"point indices must be integers, got {indices.dtype} values")
+        object.__setattr__(self, "indices", indices.astype(np.int64).ravel())
 
     @property
     def size(self) -> int:

@@ -130,9 +130,11 @@ class HostExchange:
         return np.concatenate(out, axis=1)
 
     def gather_rows(self, field: np.ndarray | None, root: int = 0) -> np.ndarray | None:
-        """This rank's slab of a (..., rows, W) field → the whole grid on ``root`` (None elsewhere)."""
+        """This rank's slab of a (..., rows, W) field → the whole grid on ``root`` (None elsewhere, and
+        when the field is not there yet)."""
         first = self.layout.slab_rows(self.slab)[0] if self.bands else 0
-        parts = self.comm.gather((first, field) if self.bands else None, root)
+        parts = self.comm.gather((first, field) if self.bands and field is not None else None, root)
         if parts is None:
             return None
-        return np.concatenate([f for _, f in sorted((p for p in parts if p is not None), key=lambda p: p[0])], axis=-2)
+        held = sorted((p for p in parts if p is not None), key=lambda p: p[0])
+        return np.concatenate([f for _, f in held], axis=-2) if held else None

@@ -2,7 +2,8 @@
 
 The file holds what the next step needs and nothing that depends on the decomposition:
 
-* the fine-grid state: last year's land-use map (``lulc``) and the last LAI (``lai``);
+* the fine-grid state: last year's land-use map (``lulc``) and the last LAI (``lai``), and with the
+  daily cadence the emulated LAI of the months around the last step (``lai_YYYY_MM``);
 * the host fields of the last steps (``host_<field>``, levels × host cells in the host's global order),
   so that ``get`` after a restart returns what it returned before;
 * the clock (``current_date`` in the calendar, ``landuse_started``);
@@ -43,16 +44,12 @@ def write(component, path: str | Path) -> Path:
     path = Path(path)
     comm, exchange = component.comm, component.exchange
     identity = _identity(component)
-    fine_map = exchange.gather_rows(component.fine_map)
-    fine_lai = exchange.gather_rows(component.fine_lai)
-    fields = {}
-    for name in sorted(component._fields):
-        parts = comm.gather((component.local_cells, component._fields[name]))
-        if parts is not None:
-            full = np.zeros((parts[0][1].shape[0], component.host_map.ncells))
-            for cells, values in parts:
-                full[:, cells] = values
-            fields[name] = full
+    fine = {"lulc": exchange.gather_rows(component.fine_map), "lai": exchange.gather_rows(component.fine_lai)}
+    fields = {f"host_{name}": _gather_host(component, values) for name, values in sorted(component._fields.items())}
+    for (year, month), (lai, month_fields) in sorted(component._lai_months.items()):  # daily cadence
+        fine[f"lai_{year:04d}_{month:02d}"] = exchange.gather_rows(lai)
+        fields.update({f"host_{name}_{year:04d}_{month:02d}": _gather_host(component, values)
+                       for name, values in sorted(month_fields.items())})
     current = component.clock.current
 
     def write_on_root():
@@ -74,14 +71,13 @@ def write(component, path: str | Path) -> Path:
                 ds.createDimension("lat", grid.nlat)
                 ds.createDimension("lon", grid.nlon)
                 ds.createDimension("host_cell", component.host_map.ncells)
-                if fine_map is not None:
-                    ds.createVariable("lulc", "u1", ("lat", "lon"), zlib=True, complevel=1)[:] = fine_map
-                if fine_lai is not None:
-                    ds.createVariable("lai", "f4", ("lat", "lon"), zlib=True, complevel=1)[:] = fine_lai
+                for name, values in fine.items():
+                    if values is not None:
+                        kind = "u1" if name == "lulc" else "f4"
+                        ds.createVariable(name, kind, ("lat", "lon"), zlib=True, complevel=1)[:] = values
                 for name, values in fields.items():
                     ds.createDimension(f"{name}_level", values.shape[0])
-                    v = ds.createVariable(f"host_{name}", "f8", (f"{name}_level", "host_cell"), zlib=True, complevel=1)
-                    v[:] = values
+                    ds.createVariable(name, "f8", (f"{name}_level", "host_cell"), zlib=True, complevel=1)[:] = values
             with open(tmp, "rb+") as f:
                 os.fsync(f.fileno())
             os.replace(tmp, path)
@@ -90,12 +86,26 @@ def write(component, path: str | Path) -> Path:
                 os.fsync(directory)
             finally:
                 os.close(directory)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise InputFileError(f"{path}: cannot write the restart ({exc.strerror or exc})") from None
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
 
     collective(comm, write_on_root)
     return path
+
+
+def _gather_host(component, values: np.ndarray) -> np.ndarray | None:
+    """A host field (levels, local cells) in global cell order on rank 0; None elsewhere."""
+    parts = component.comm.gather((component.local_cells, values))
+    if parts is None:
+        return None
+    full = np.zeros((values.shape[0], component.host_map.ncells))
+    for cells, part in parts:
+        full[:, cells] = part
+    return full
 
 
 def read(component, path: str | Path) -> None:
@@ -119,17 +129,21 @@ def read(component, path: str | Path) -> None:
                 if have != want:
                     raise InputFileError(f"{path}: restart written with {key} = {have!r}, this run has {want!r}")
             first, end = component.rows
-            state = {"current_date": ds.current_date, "landuse_started": bool(ds.landuse_started),
-                     "fine_map": None, "fine_lai": None, "fields": {}}
-            if component.slab >= 0:
-                if "lulc" in ds.variables:
-                    state["fine_map"] = np.asarray(ds["lulc"][first:end], dtype=np.uint8)
-                if "lai" in ds.variables:
-                    state["fine_lai"] = np.asarray(ds["lai"][first:end], dtype=np.float32)
-            for name in ds.variables:
-                if name.startswith("host_"):
-                    state["fields"][name[len("host_"):]] = np.asarray(ds[name][:])[:, component.local_cells]
-            return state
+            rows = {name: np.asarray(ds[name][first:end]) if component.slab >= 0 else None
+                    for name in ds.variables if ds[name].dimensions == ("lat", "lon")}
+            host = {name[len("host_"):]: np.asarray(ds[name][:])[:, component.local_cells]
+                    for name in ds.variables if name.startswith("host_")}
+            months, month_fields = {}, set()
+            for name in rows:
+                if name.startswith("lai_"):
+                    key = tuple(int(v) for v in name.split("_")[1:])
+                    suffix = f"_{key[0]:04d}_{key[1]:02d}"
+                    mine = {f for f in host if f.endswith(suffix)}
+                    months[key] = (rows[name], {f[:-len(suffix)]: host[f] for f in mine})
+                    month_fields |= mine
+            return {"current_date": ds.current_date, "landuse_started": bool(ds.landuse_started),
+                    "fine_map": rows.get("lulc"), "fine_lai": rows.get("lai"), "lai_months": months,
+                    "fields": {f: v for f, v in host.items() if f not in month_fields}}
 
     state = collective(component.comm, read_mine)
     component.restore(state)

@@ -142,3 +142,35 @@ def test_each_inference_rank_holds_only_its_slab_of_the_fine_grid(tmp_path_facto
           and [s[0][0] for s in slabs] == [0] + [s[0][1] for s in slabs[:-1]] and slabs[-1][0][1] == nlat
           and all(s[1] == s[2] == (s[0][1] - s[0][0], nlon) for s in slabs))
     assert verdict(comm, ok), rows
+
+
+@pytest.mark.mpi(min_size=2)
+def test_erp_restart_written_on_n_ranks_continues_on_one_and_back(tmp_path_factory, world_dir):
+    """CESM's ERP: a restart written on N ranks read on 1, and one written on 1 read on N, give the
+    bits of the continuous serial run."""
+    from mpi4py import MPI
+
+    comm = MPIComm(MPI.COMM_WORLD.Dup())
+    folder = Path(comm.bcast(str(tmp_path_factory.mktemp("erp")) if comm.rank == 0 else None))
+    nml = write_namelist(folder / f"r{comm.rank}.nml", world_dir)
+    first, second = STEPS, [(2032, 1, 1, 0), (2032, 3, 1, 0)]
+
+    def hashes(c, partition, steps, **restart):
+        fields = run_lifecycle(c, nml, partition, steps, NLAT, NLON, **restart)
+        return {key: hashlib.sha256(v.tobytes()).hexdigest() for key, v in fields.items()}
+
+    whole = Box(0, 0, NLON, NLAT)
+    reference = serial_on_rank0 = None
+    hashes(comm, decompose(NLAT, NLON, comm.size, comm.rank), first, write_restart=folder / "from_n.nc")
+    if comm.rank == 0:
+        try:
+            reference = hashes(SerialComm(), whole, first + second)
+            hashes(SerialComm(), whole, first, write_restart=folder / "from_1.nc")
+            serial_on_rank0 = hashes(SerialComm(), whole, second, read_restart=folder / "from_n.nc")
+        except Exception as exc:  # never leave the other ranks waiting in bcast
+            reference = repr(exc)
+    reference, serial_on_rank0 = comm.bcast((reference, serial_on_rank0))
+    order = np.random.default_rng(5).permutation(NLAT * NLON)
+    on_n = hashes(comm, Points(np.array_split(order, comm.size)[comm.rank]), second, read_restart=folder / "from_1.nc")
+    want = {k: v for k, v in reference.items() if k[0] in second} if isinstance(reference, dict) else reference
+    assert verdict(comm, on_n == want and serial_on_rank0 == want and len(on_n) == 6), (reference, on_n)

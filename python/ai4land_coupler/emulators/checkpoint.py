@@ -62,8 +62,12 @@ def read_checkpoint(path: str | Path, kind: str) -> tuple[dict[str, torch.Tensor
         raise EmulatorError(f"{weights}: emulator weights not found")
     with open(weights, "rb") as f:
         head = f.read(9)
-    if head.startswith(PICKLE_MAGIC) and head[8:9] != SAFETENSORS_HEADER_START:
-        raise EmulatorError(f"{weights}: looks like a pickle/torch.save file; refusing to unpickle (safetensors only)")
+    if head[8:9] != SAFETENSORS_HEADER_START:
+        if head.startswith(PICKLE_MAGIC):
+            raise EmulatorError(f"{weights}: looks like a pickle/torch.save file; refusing to unpickle "
+                                f"(safetensors only)")
+        raise EmulatorError(f"{weights}: not a safetensors file (no safetensors header); emulators load only "
+                            f"safetensors + JSON and never unpickle")
     if not sidecar.is_file():
         raise EmulatorError(f"{sidecar}: emulator metadata (JSON sidecar) not found")
     try:
@@ -86,6 +90,14 @@ def read_checkpoint(path: str | Path, kind: str) -> tuple[dict[str, torch.Tensor
     except (SafetensorError, OSError, ValueError) as exc:
         raise EmulatorError(f"{weights}: corrupt safetensors file ({exc})") from exc
     return state, meta
+
+
+def _channel_difference(have: list[str], want: list[str]) -> str:
+    if len(have) != len(want):
+        missing, unexpected = [c for c in want if c not in have], [c for c in have if c not in want]
+        return f"{len(have)} channels, expected {len(want)} (missing {missing}, unexpected {unexpected})"
+    k = next(i for i, (a, b) in enumerate(zip(have, want)) if a != b)
+    return f"channel {k} is '{have[k]}', expected '{want[k]}'"
 
 
 class Emulator:
@@ -150,8 +162,8 @@ class Emulator:
         state, meta = read_checkpoint(path, cls.kind)
         expected = cls.expected_channels(meta)
         if list(meta["channels"]) != expected:
-            raise EmulatorError(f"{path}: input channels {meta['channels']} do not match those of a {cls.kind} "
-                                f"emulator built from its metadata {expected}")
+            raise EmulatorError(f"{path}: input channels do not match those of a {cls.kind} emulator built from its "
+                                f"metadata: {_channel_difference(list(meta['channels']), expected)}")
         try:
             model = cls.build_model(meta)
             model.load_state_dict(state, strict=True)
@@ -161,7 +173,10 @@ class Emulator:
             model.to(torch.device(device))
         except (RuntimeError, AssertionError, TypeError) as exc:
             raise EmulatorError(f"{path}: cannot move the emulator to device {device!r} ({exc})") from exc
-        return cls(model, meta)
+        try:
+            return cls(model, meta)
+        except EmulatorError as exc:
+            raise EmulatorError(f"{path}: {exc}") from None
 
     def save(self, path: str | Path) -> tuple[Path, Path]:
         return save_checkpoint(path, self.model, self.meta)

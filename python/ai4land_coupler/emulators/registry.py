@@ -6,7 +6,7 @@ from pathlib import Path
 import torch
 
 from ..errors import EmulatorError
-from .checkpoint import Emulator
+from .checkpoint import Emulator, checkpoint_paths
 from .lai import LaiEmulator
 from .landuse import LandUseEmulator
 
@@ -30,14 +30,18 @@ def load_emulator(kind: str, name_or_path: str | Path, device: str | torch.devic
         device = torch.device(device)
     except (RuntimeError, TypeError) as exc:
         raise EmulatorError(f"invalid torch device {device!r}: {exc}") from exc
-    return EMULATOR_TYPES[kind].from_checkpoint(emulator_path(name_or_path), device)
+    path = emulator_path(name_or_path)
+    weights = checkpoint_paths(path)[0]
+    if str(name_or_path) not in SHIPPED and len(path.parts) == 1 and not weights.is_file():
+        shipped = ", ".join(name for name, k in SHIPPED.items() if k == kind)
+        raise EmulatorError(f"'{name_or_path}' is neither a shipped {kind} emulator ({shipped}) nor a checkpoint: "
+                            f"{weights.resolve()} not found")
+    return EMULATOR_TYPES[kind].from_checkpoint(path, device)
 
 
 def describe_shipped() -> list[dict]:
     """One row per shipped emulator: name, kind, inputs, held-out skill (from the metadata; no weights loaded)."""
     import json
-
-    from .checkpoint import checkpoint_paths
 
     rows = []
     for name, kind in sorted(SHIPPED.items()):

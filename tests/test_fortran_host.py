@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import sysconfig
@@ -352,6 +353,28 @@ def test_mock_host_end_to_end(tmp_path, world_dir):
     lu, lai = check_host_output(out, nlat, nlon, nyears)
     np.testing.assert_array_equal(lu, results[1][0])  # land use does not see the host's climate
     np.testing.assert_allclose(lai, results[1][1], rtol=1e-4, atol=1e-5)  # host climate: libm vs numpy
+
+
+@pytest.mark.slow
+@needs_build
+@needs_component
+def test_a_host_linking_the_system_netcdf_runs_while_the_plugin_reads_and_writes_netcdf(tmp_path, world_dir):
+    """The case that segfaulted: the host links Debian's netCDF/HDF5 and writes its own file while
+    the embedded plugin reads its inputs and writes its history and restart with the netCDF4 wheel."""
+    linked = subprocess.run(["ldd", str(MOCK_HOST)], capture_output=True, text=True, timeout=60).stdout
+    assert re.search(r"libnetcdf\.so\.\S+ => (/usr)?/lib/\S+", linked), linked  # Debian's, not the wheel's
+    history = tmp_path / "history"
+    plugin_nml = write_namelist(tmp_path / "ai4land_in", world_dir, host_nlat=45, host_nlon=90,
+                                output_dir=f"'{history}'")
+    nml = write_host_nml(tmp_path / "host.nml", plugin_nml, tmp_path / "host.nc", nlat=45, nlon=90, start_year=2031,
+                         nyears=1, write_restart=f"'{tmp_path / 'restart.nc'}'")
+    proc = run_host(2, nml, tmp_path, timeout=600)
+    assert proc.returncode == 0, output_of(proc)
+    check_host_output(tmp_path / "host.nc", 45, 90, 1)
+    with netCDF4.Dataset(history / "ai4land_fine_history.nc") as ds:
+        assert ds["lulc"].shape == (1, 180, 360) and ds["lai"].shape == (12, 180, 360)
+    with netCDF4.Dataset(tmp_path / "restart.nc") as ds:
+        assert ds.current_date == "2031-12-01T00:00:00"
 
 
 @pytest.mark.slow

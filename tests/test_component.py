@@ -164,3 +164,37 @@ def test_crosswalk_fields_follow_the_class_fractions(box_run, world_dir, tmp_pat
         trees = pct[1:4].sum(axis=0)
         np.testing.assert_allclose(trees[land], 100 * frac[4][land] / (1 - frac[0][land]), atol=1e-9)
         assert pct[1].max() > 0 and pct[3].max() > 0  # boreal and tropical forests both occur
+
+
+def test_landuse_prefetch_gives_the_same_bits_and_runs_in_the_background(world_dir, tmp_path):
+    import hashlib
+
+    from ai4land_coupler.comm import SerialComm
+    from ai4land_coupler.component import Component
+    from ai4land_coupler.partition import Box
+
+    steps = [(2031, 1, 1, 0), (2031, 6, 1, 0), (2032, 1, 1, 0), (2032, 2, 1, 0), (2033, 1, 1, 0)]
+
+    def run(prefetch: bool):
+        nml = write_namelist(tmp_path / f"p{prefetch}.nml", world_dir, prefetch_landuse=".true." if prefetch else ".false.",
+                             do_dynamic_lai=".false.")
+        c = Component()
+        c.init(SerialComm(), nml)
+        c.def_partition(Box(0, 0, 180, 90))
+        c.enddef()
+        digests = []
+        for when in steps:
+            c.step(when)
+            out = np.zeros((8, c.local_size))
+            c.get("landuse_fraction", out)
+            digests.append(hashlib.sha256(out.tobytes()).hexdigest())
+        stages = (c._prefetch.year, c._prefetch.stage) if c._prefetch else None
+        timings = dict(c.timings)
+        c.finalize()
+        return digests, stages, timings
+
+    on, stages, timings = run(True)
+    off, none, plain = run(False)
+    assert on == off and len(set(on)) == 3  # three years, three different maps
+    assert stages == (2034, "sums") and none is None  # after 2033, the network for 2034 is under way
+    assert timings["landuse_background"] > 0 and "landuse_background" not in plain

@@ -12,6 +12,7 @@ on the host's decomposition or on the number of inference ranks.
 from __future__ import annotations
 
 import functools
+import threading
 import time
 from enum import Enum
 
@@ -25,7 +26,7 @@ from .comm import Communicator, as_communicator, collective
 from .errors import (Ai4LandError, ArgumentError, CallOrderError, ClockError, EmulatorError, InputFileError,
                      NamelistError, PartitionError)
 from .grids import LatLonGrid, block_sum
-from .inference import BandLayout, make_layout, predict_slab, tile_step
+from .inference import BandLayout, blend, make_layout, predict_slab, slab_sums, tile_step, with_halo
 from .namelist import Config, read_namelist
 from .hostmap import HostMap, make_host_map
 from .partition import Box, Points, validate_cover
@@ -60,6 +61,42 @@ def _local(call: str):
                 raise
         return run
     return wrap
+
+
+class _Prefetch:
+    """Next year's land use, computed while the host integrates this year: it depends only on the
+    scenario and this year's map. Two background stages: the network ("sums"), then, after the
+    tile sums are blended at a later step, the projection and allocation ("post"). The background
+    threads never call MPI; every collective stays on the host's thread."""
+
+    def __init__(self, year: int, scenario):
+        self.year, self.scenario, self.stage = year, scenario, "sums"
+        self._thread: threading.Thread | None = None
+        self._value = self._error = None
+
+    def run(self, work, timings: dict) -> None:
+        def target():
+            t0 = time.perf_counter()
+            try:
+                self._value = work()
+            except BaseException as exc:  # noqa: BLE001 - raised on the host's thread by result()
+                self._error = exc
+            timings["landuse_background"] = timings.get("landuse_background", 0.0) + time.perf_counter() - t0
+
+        self._value = self._error = None
+        self._thread = threading.Thread(target=target, name=f"ai4land-prefetch-{self.year}-{self.stage}", daemon=True)
+        self._thread.start()
+
+    def finished(self) -> bool:
+        return self._thread is None or not self._thread.is_alive()
+
+    def result(self):
+        """The stage's value, waiting for it; its error raised here."""
+        if self._thread is not None:
+            self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._value
 
 
 class Component:
@@ -99,6 +136,7 @@ class Component:
         self.crosswalk_levels = crosswalks.field_levels(cfg.crosswalk)
         self.fine_map: np.ndarray | None = None  # this slab's rows
         self._landuse_started = False
+        self._prefetch: _Prefetch | None = None
         self.fine_lai: np.ndarray | None = None
         self._lai_months: dict[tuple[int, int], tuple] = {}  # daily cadence: (year, month) → emulated LAI, host fields
         self._driver_months: list[tuple[int, int]] | None = None
@@ -214,6 +252,7 @@ class Component:
 
     def step(self, when) -> set[str]:
         events = self._agree("step", State.RUNNING, then=lambda: self.clock.advance(*self._date_tuple(when)))
+        self._poll_prefetch()
         changed: set[str] = set()
         if events.new_year:
             self._lai_months.clear()  # emulated under last year's land use
@@ -255,6 +294,15 @@ class Component:
         self._agree("read_restart", State.RUNNING, then=first_step_not_taken)
         restart.read(self, path)
 
+    @property
+    def fine_bytes_held(self) -> int:
+        """Bytes of fine-grid data on this rank: its rows of the input fields and of the state."""
+        arrays = [self.fine_map, self.fine_lai, self.fine_area]
+        arrays += [lai for lai, _ in self._lai_months.values()]
+        if self.world is not None:
+            arrays += [self.world.land_mask, *self.world.static.values()]
+        return int(sum(a.nbytes for a in arrays if a is not None))
+
     def emulator_hashes(self) -> dict[str, str]:
         """sha256 of the weights of each emulator in use, by kind."""
         return {em.kind: str(em.meta.get("weights_sha256", "")) for em in (self.landuse_emulator, self.lai_emulator)
@@ -275,6 +323,12 @@ class Component:
 
     def finalize(self) -> None:
         self._require(State.INITIALISED, State.PARTITIONED, State.RUNNING, call="finalize")
+        if self._prefetch is not None:  # let a background stage end before the emulators go
+            try:
+                self._prefetch.result()
+            except Exception:  # noqa: BLE001 - a prefetch nobody will use
+                pass
+            self._prefetch = None
         if self.history is not None:
             self.history.close()
         self.landuse_emulator = self.lai_emulator = None
@@ -284,8 +338,12 @@ class Component:
 
             torch.cuda.empty_cache()
         self.state = State.FINALISED
-        self.log.info("finalised; time in emulators: %s",
-                      ", ".join(f"{k} {v:.2f} s" for k, v in self.timings.items()) or "none")
+        import resource
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # kB on Linux
+        self.log.info("finalised; time in emulators: %s; peak memory %.0f MB, fine-grid data held %.1f MB",
+                      ", ".join(f"{k} {v:.2f} s" for k, v in self.timings.items()) or "none", peak,
+                      self.fine_bytes_held / 2**20)
 
     # ------------------------------------------------------------------ helpers
     @staticmethod
@@ -337,7 +395,8 @@ class Component:
         after the projection onto the scenario (:meth:`LandUseEmulator.conserve`); the fine map
         (next year's prior and the history) is their demand-constrained allocation
         (:meth:`LandUseEmulator.allocate`); the uncertainty is the
-        normalised entropy of the probabilities, averaged over the land of each host cell."""
+        normalised entropy of the probabilities, averaged over the land of each host cell.
+        With ``prefetch_landuse``, next year's is then started in the background (:class:`_Prefetch`)."""
         year = events.date.year
         on_slab = self.slab >= 0
         if not self._landuse_started:
@@ -346,17 +405,10 @@ class Component:
         t0 = time.perf_counter()
         probs = uncertainty = land = None
         if self.config.do_dynamic_landuse:
-            em = self.landuse_emulator
-            scenario = collective(self.comm, lambda: self.world.scenario_groups_fine(year) if on_slab else None)
-            raw = self._predict(em, lambda: em.inputs(scenario, self.world.static, self.fine_map, self.fine_area))
-            if on_slab:
-                land = self.world.land_mask
-                probs = em.conserve(em.apply_mask(em.finish(raw), land), scenario, land, self.fine_area)
+            probs, scenario, fine_map, uncertainty = self._landuse_of(year)
             self._check_conservation(year, probs, scenario)
             if on_slab:
-                self.fine_map = em.allocate(probs, scenario, land, self.fine_area, self.fine_map)
-                uncertainty = em.uncertainty(probs, land)
-            self.timings["landuse"] = self.timings.get("landuse", 0.0) + time.perf_counter() - t0
+                self.fine_map, land = fine_map, self.world.land_mask
         elif on_slab:
             land = self.world.land_mask
             probs = one_hot_classes(self.fine_map)
@@ -376,6 +428,61 @@ class Component:
             fine_map, fine_uncertainty = (self.exchange.gather_rows(f) for f in (self.fine_map, uncertainty))
             if self.history is not None:
                 self.history.write_landuse(events.date, fine_map, fine_uncertainty)
+        self.timings["landuse"] = self.timings.get("landuse", 0.0) + time.perf_counter() - t0
+        if self.config.do_dynamic_landuse and self.config.prefetch_landuse:
+            self._start_prefetch(year + 1)
+
+    def _landuse_of(self, year: int):
+        """(probabilities, scenario, fine map, uncertainty) of ``year`` on this slab (Nones off the
+        slab ranks): from the prefetch of that year, or computed now."""
+        prefetch, self._prefetch = self._prefetch, None
+        if prefetch is not None and prefetch.year == year:
+            if prefetch.stage == "sums":
+                self._blend_prefetch(prefetch)
+            return collective(self.comm, prefetch.result)
+        em = self.landuse_emulator
+        scenario = collective(self.comm, lambda: self.world.scenario_groups_fine(year) if self.slab >= 0 else None)
+        raw = self._predict(em, lambda: em.inputs(scenario, self.world.static, self.fine_map, self.fine_area))
+        return collective(self.comm, lambda: self._landuse_post(raw, scenario))
+
+    def _landuse_post(self, raw: np.ndarray | None, scenario: np.ndarray | None):
+        """From the blended network output on this slab: (probabilities projected on the scenario,
+        scenario, allocated fine map, uncertainty); no communication."""
+        if self.slab < 0:
+            return None, None, None, None
+        em, land = self.landuse_emulator, self.world.land_mask
+        probs = em.conserve(em.apply_mask(em.finish(raw), land), scenario, land, self.fine_area)
+        fine_map = em.allocate(probs, scenario, land, self.fine_area, self.fine_map)
+        return probs, scenario, fine_map, em.uncertainty(probs, land)
+
+    def _start_prefetch(self, year: int) -> None:
+        """Start ``year``'s land use from this year's map: inputs and halo now (collective), the
+        network in a background thread (no MPI there). Nothing if the scenario ends before."""
+        on_slab = self.slab >= 0
+        have = self.comm.allgather(year in self.world.scenario_years if on_slab else None)
+        if not any(h for h in have if h is not None):
+            return
+        em = self.landuse_emulator
+        scenario = collective(self.comm, lambda: self.world.scenario_groups_fine(year) if on_slab else None)
+        inputs = collective(self.comm, lambda: em.inputs(scenario, self.world.static, self.fine_map, self.fine_area)
+                            if on_slab else None)
+        padded = with_halo(inputs, self.layout, comm=self.comm, slab=self.slab, slab_ranks=self.runtime.inference_ranks)
+        self._prefetch = _Prefetch(year, scenario)
+        self._prefetch.run(lambda: slab_sums(em.predict_batch if em is not None else None, padded, self.layout,
+                                             slab=self.slab), self.timings)
+
+    def _poll_prefetch(self) -> None:
+        """At a step: once the network has finished on every rank, blend its output (collective) and
+        start the post-processing in the background."""
+        p = self._prefetch
+        if p is not None and p.stage == "sums" and all(self.comm.allgather(p.finished())):
+            self._blend_prefetch(p)
+
+    def _blend_prefetch(self, p: "_Prefetch") -> None:
+        sums = collective(self.comm, p.result)
+        raw = blend(sums, self.layout, comm=self.comm, slab=self.slab, slab_ranks=self.runtime.inference_ranks)
+        p.stage = "post"
+        p.run(lambda: self._landuse_post(raw, p.scenario), self.timings)
 
     def _check_conservation(self, year: int, probs: np.ndarray | None, scenario: np.ndarray | None) -> None:
         """The projection's guarantee, verified every year on every slab: emulated group shares = scenario."""

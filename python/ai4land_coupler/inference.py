@@ -194,8 +194,19 @@ def predict_slab(
 
     ``slab`` is this rank's slab (-1 for a rank without one, which passes ``inputs=None`` and gets
     None) and ``slab_ranks[s]`` the rank of ``comm`` that holds slab ``s``. ``predict_batch`` maps
-    (B, C, tile, tile) float32 → (B, K, tile, tile) float32.
+    (B, C, tile, tile) float32 → (B, K, tile, tile) float32. The three stages, :func:`with_halo`,
+    :func:`slab_sums` and :func:`blend`, may also be run apart (the land-use prefetch runs the middle
+    one in a background thread).
     """
+    padded = with_halo(inputs, layout, comm=comm, slab=slab, slab_ranks=slab_ranks)
+    sums = collective(comm, lambda: slab_sums(predict_batch, padded, layout, slab=slab, batch_size=batch_size))
+    return blend(sums, layout, comm=comm, slab=slab, slab_ranks=slab_ranks)
+
+
+def with_halo(inputs: np.ndarray | None, layout: BandLayout, *, comm: Communicator, slab: int,
+              slab_ranks) -> np.ndarray | None:
+    """This slab's inputs with the rows its tiles reach beyond it, padded so that every tile can be
+    cut; collective (the halo exchange)."""
     if len(slab_ranks) != layout.n_slabs:
         raise ValueError(f"{len(slab_ranks)} slab ranks for a layout of {layout.n_slabs} slabs")
     if inputs is not None:
@@ -205,19 +216,22 @@ def predict_slab(
             raise ValueError(f"slab {slab} inputs have shape {inputs.shape}, expected (channels, {want[0]}, {want[1]})")
         inputs = np.ascontiguousarray(inputs, dtype=np.float32)
     field = _halo(inputs, layout, comm, slab, slab_ranks)
+    if field is None:
+        return None
+    return _pad(field, layout, layout.slab_rows(slab)[0], layout.slab_reach(slab))
 
-    def slab_sums() -> dict[int, np.ndarray]:
-        sums = {}
-        if field is not None:
-            first = layout.slab_rows(slab)[0]
-            padded = _pad(field, layout, first, layout.slab_reach(slab))
-            for band in layout.slab_bands(slab):
-                band_sums = _band_sums(predict_batch, padded, first, band, layout, batch_size)
-                if band_sums is not None:
-                    sums[band.index] = band_sums
-        return sums
 
-    return _gather_sums(collective(comm, slab_sums), layout, comm, slab, slab_ranks)
+def slab_sums(predict_batch, padded: np.ndarray | None, layout: BandLayout, *, slab: int,
+              batch_size: int = 8) -> dict[int, np.ndarray]:
+    """The tile sums of this slab's bands (band index → sums): the network, no communication."""
+    sums = {}
+    if padded is not None:
+        first = layout.slab_rows(slab)[0]
+        for band in layout.slab_bands(slab):
+            band_sums = _band_sums(predict_batch, padded, first, band, layout, batch_size)
+            if band_sums is not None:
+                sums[band.index] = band_sums
+    return sums
 
 
 def _pieces(layout: BandLayout, source: Band):
@@ -229,8 +243,8 @@ def _pieces(layout: BandLayout, source: Band):
             yield dest, (first, last)
 
 
-def _gather_sums(sums: dict[int, np.ndarray], layout: BandLayout, comm: Communicator, slab: int,
-                 slab_ranks) -> np.ndarray | None:
+def blend(sums: dict[int, np.ndarray], layout: BandLayout, *, comm: Communicator, slab: int,
+          slab_ranks) -> np.ndarray | None:
     """Each band's sums to the bands they overlap (alltoallv), added there in band order, divided by
     the summed weights; this slab's field, or None for a rank without one."""
     send = [[] for _ in range(comm.size)]

@@ -31,6 +31,9 @@ class HostSettings:
     output_file: str
     ai4land_namelist: str
     put_drivers: bool
+    read_restart: str = ""
+    write_restart: str = ""
+    host_seconds_per_step: float = 0.0
 
 
 def read_host_namelist(path: str) -> HostSettings:
@@ -43,10 +46,21 @@ def read_host_namelist(path: str) -> HostSettings:
         output_file=str(group.get("output_file", "mock_host_out.nc")),
         ai4land_namelist=str(group.get("ai4land_namelist", "ai4land_in")),
         put_drivers=bool(group.get("put_drivers", True)),
+        read_restart=str(group.get("read_restart", "") or ""), write_restart=str(group.get("write_restart", "") or ""),
+        host_seconds_per_step=float(group.get("host_seconds_per_step", 0.0)),
     )
     if s.step_frequency not in ("monthly", "daily"):
         raise ValueError(f"{path}: step_frequency must be 'monthly' or 'daily', got {s.step_frequency!r}")
     return s
+
+
+def host_work(seconds: float) -> None:
+    """Stand-in for the host's own integration: compute for about ``seconds`` of wall time."""
+    until = time.perf_counter() + seconds
+    x = 1.0
+    while time.perf_counter() < until:
+        for _ in range(1000):
+            x = x * 1.0000001 + 1e-9
 
 
 def process_grid(size: int) -> tuple[int, int]:
@@ -103,6 +117,8 @@ def run(namelist_path: str, comm) -> int:
     plugin.init(comm, s.ai4land_namelist)
     plugin.def_partition(box)
     plugin.enddef()
+    if s.read_restart:
+        plugin.read_restart(s.read_restart)
     classes = plugin.field_levels("landuse_fraction")
     fractions = np.zeros((len(classes), box.nj, box.ni))
     lai = np.zeros((box.nj, box.ni), dtype=np.float32)  # real(4) on the Fortran side too
@@ -120,14 +136,17 @@ def run(namelist_path: str, comm) -> int:
 
     weight = area / area.sum()
     for year in range(s.start_year, s.start_year + s.nyears):
-        t0, nsteps, first_lai = time.perf_counter(), 0, len(lai_out)
+        t0, nsteps, first_lai, boundary = time.perf_counter(), 0, len(lai_out), 0.0
         for month in range(1, 13):
             days = range(1, MONTH_DAYS[month - 1] + 1) if s.step_frequency == "daily" else (1,)
             for day in days:
                 if s.put_drivers and day == 1:
                     for name, values in host_climate(lat_local, year, month).items():
                         plugin.put(name, values)
+                t_step = time.perf_counter()
                 changed = plugin.step((year, month, day, 0))
+                if month == 1 and day == 1:
+                    boundary = time.perf_counter() - t_step
                 nsteps += 1
                 if "landuse_fraction" in changed:
                     plugin.get("landuse_fraction", fractions)
@@ -138,14 +157,17 @@ def run(namelist_path: str, comm) -> int:
                 if "lai" in changed:
                     plugin.get("lai", lai)
                     lai_out.append(((year, month, day), gather(lai)))
+                host_work(s.host_seconds_per_step)
         if rank == 0:
             shares = " ".join(f"{n} {np.sum(weight * f):.4f}" for n, f in zip(classes, frac_out[-1][1]))
             records = [v for _, v in lai_out[first_lai:]]
             lai_text = (f"mean LAI {np.mean([np.sum(weight * v) for v in records]):.3f} "
                         f"(min {min(v.min() for v in records):.3f}, max {max(v.max() for v in records):.3f})"
                         if records else "no LAI this year")
-            print(f"year {year}: {shares} | {lai_text} [{nsteps} steps, {time.perf_counter() - t0:.2f} s]",
-                  flush=True)
+            print(f"year {year}: {shares} | {lai_text} [{nsteps} steps, {time.perf_counter() - t0:.2f} s] "
+                  f"year-boundary step {boundary:.3f} s", flush=True)
+    if s.write_restart:
+        plugin.write_restart(s.write_restart)
     plugin.finalize()
 
     if rank == 0:

@@ -86,6 +86,8 @@ class Config:
                           minimum=16, maximum=4096)
     tile_overlap: float = _opt(0.5, "fraction of a tile shared with its neighbour (the step between tiles is "
                                "rounded down to a multiple of 8)", minimum=0.0, maximum=0.9)
+    prefetch_landuse: bool = _opt(True, "compute next year's land use in the background while the host integrates "
+                                  "this year (the same bits; the host waits less at the year boundary)")
     band_rows: int = _opt(0, "fine rows per band, the unit in which the fine grid is held and its tile sums are "
                           "added (a multiple of the fine cells per LUH2 cell; 0 = the tile step rounded up to one); "
                           "bands are fixed in global index space, so results do not depend on the ranks",

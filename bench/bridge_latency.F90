@@ -9,9 +9,12 @@
 !!
 !! Prints one line per result on rank 0, `ai4land_bench key=value ...`:
 !!   what=empty_call call=<routine> calls=N seconds=S us_per_call=U
-!!   what=put|get n=<values> calls=N seconds=S us_per_call=U
-!!   what=fortran_copy n=<values> calls=N seconds=S us_per_call=U   (x = y, what one copy costs)
-!!   what=probe op=put|get name=<field> n=<values> fortran_address=A first=F last=L
+!!   what=put|get host=<kind> n=<values> calls=N seconds=S us_per_call=U
+!!   what=fortran_copy n=<values> calls=N seconds=S us_per_call=U   (y = x, what one copy costs)
+!!   op=put|get what=probe host=<kind> name=<field> n=<values> fortran_address=A first=F last=L
+!! host=<kind> says how the host declares the array it hands over: `contiguous` (an allocatable,
+!! explicit-shape or CONTIGUOUS array) or `assumed_shape` (a plain `x(:)` dummy argument, for
+!! which the compiler may pass a packed copy to the CONTIGUOUS dummies of the ai4land module).
 !! A probe line gives the address of the Fortran array and its first and last values (set by
 !! Fortran before a put, read back after a get): the component records what it was handed, and
 !! bench_bridge.py compares the two. Any plugin error aborts with the plugin's message.
@@ -24,8 +27,12 @@ program ai4land_bench_bridge
 
   integer, parameter :: dp = c_double
   integer, parameter :: warmup = 1000
+  !> How the host declares the array it hands over: `contiguous` (an allocatable, an explicit-shape
+  !! or a CONTIGUOUS dummy; passed as it is) or `assumed_shape` (a plain `x(:)` dummy).
+  character(len=16), parameter :: HOST_NAMES(2) = [character(len=16) :: 'contiguous', 'assumed_shape']
+  integer, parameter :: HOST_CONTIGUOUS = 1
   type(ai4land_component) :: comp
-  integer :: mpierr, ierr, rank, nranks, comm, k, nlevels, changed
+  integer :: mpierr, ierr, rank, nranks, comm, k, nlevels, changed, host
   integer :: ncalls = 200000, nvalues = 1000000, nputs = -1
   integer(int64) :: ncells
   real(dp), allocatable, target :: x(:), y(:), one(:)
@@ -60,15 +67,19 @@ program ai4land_bench_bridge
   call check(ierr, 'ai4land_step')
 
   ! ---- where the data go, before the timings
-  call probe(x, 'probe_large', 4242.0_dp)
-  call probe(one, 'probe_one', 17.0_dp)
+  do host = 1, size(HOST_NAMES)
+    call probe(host, x, 'probe_large', 4242.0_dp)
+    call probe(host, one, 'probe_one', 17.0_dp)
+  end do
 
   ! ---- warm-up of every timed path
   do k = 1, warmup
     call ai4land_local_size(comp, ncells, ierr)
     call ai4land_field_levels(comp, 'timed', nlevels, ierr)
-    call ai4land_put(comp, 'timed', x, ierr)
-    call ai4land_get(comp, 'timed', x, ierr)
+    do host = 1, size(HOST_NAMES)
+      call put(host, one, 'timed')
+      call get(host, one, 'timed')
+    end do
   end do
   call check(ierr, 'warm-up')
 
@@ -90,9 +101,11 @@ program ai4land_bench_bridge
   call check(ierr, 'ai4land_field_levels')
   call report('what=empty_call call=ai4land_field_levels', ncalls, MPI_Wtime() - t0)
 
-  ! ---- put and get: one value, then nvalues (zero copies: the same cost)
-  call time_put_get(one)
-  call time_put_get(x)
+  ! ---- put and get of one value, then of nvalues (zero copies: the same cost), both host kinds
+  do host = 1, size(HOST_NAMES)
+    call time_put_get(host, one, nputs)
+    call time_put_get(host, x, max(nputs / (1 + (host - 1) * 100), 10))  ! copies are slow: fewer calls
+  end do
 
   ! ---- what one copy of the array costs, for comparison
   t0 = MPI_Wtime()
@@ -104,7 +117,9 @@ program ai4land_bench_bridge
   checksum = y(1) + y(nvalues)
 
   ! ---- where the data go, after the timings
-  call probe(x, 'probe_large_after', -4242.0_dp)
+  do host = 1, size(HOST_NAMES)
+    call probe(host, x, 'probe_large_after', -4242.0_dp)
+  end do
 
   call ai4land_finalize(comp, ierr)
   call check(ierr, 'ai4land_finalize')
@@ -115,53 +130,89 @@ program ai4land_bench_bridge
 contains
 
   !> Put and get of `values` through fields named 'timed' (the component does nothing with them).
-  subroutine time_put_get(values)
-    real(dp), intent(inout), target :: values(:)  !! host array handed to the plugin, contiguous
+  subroutine time_put_get(host, values, calls)
+    integer, intent(in) :: host                               !! how the host declares its array: index in HOST_NAMES
+    real(dp), contiguous, intent(inout), target :: values(:)  !! host array handed to the plugin
+    integer, intent(in) :: calls                              !! number of puts and of gets to time
     real(dp) :: start
     integer :: i
-    character(len=:), allocatable :: size_tag
-    size_tag = ' n=' // itoa(size(values, kind=int64))
+    character(len=:), allocatable :: tag
+    tag = ' host=' // trim(HOST_NAMES(host)) // ' n=' // itoa(size(values, kind=int64))
     start = MPI_Wtime()
-    do i = 1, nputs
-      call ai4land_put(comp, 'timed', values, ierr)
-      if (ierr /= AI4LAND_OK) exit
+    do i = 1, calls
+      call put(host, values, 'timed')
     end do
-    call check(ierr, 'ai4land_put')
-    call report('what=put' // size_tag, nputs, MPI_Wtime() - start)
+    call report('what=put' // tag, calls, MPI_Wtime() - start)
     start = MPI_Wtime()
-    do i = 1, nputs
-      call ai4land_get(comp, 'timed', values, ierr)
-      if (ierr /= AI4LAND_OK) exit
+    do i = 1, calls
+      call get(host, values, 'timed')
     end do
-    call check(ierr, 'ai4land_get')
-    call report('what=get' // size_tag, nputs, MPI_Wtime() - start)
+    call report('what=get' // tag, calls, MPI_Wtime() - start)
   end subroutine time_put_get
 
   !> One put and one get of `values` as field `name`; prints the array's address and the values
   !! at both ends: set here before the put, written by the component in the get.
-  subroutine probe(values, name, mark)
-    real(dp), intent(inout), target :: values(:)  !! host array handed to the plugin, contiguous
-    character(len=*), intent(in) :: name          !! field name, starting with 'probe' (the component records it)
-    real(dp), intent(in) :: mark                  !! value put into the first element (minus it into the last)
-    integer(c_intptr_t) :: address
+  subroutine probe(host, values, name, mark)
+    integer, intent(in) :: host                               !! how the host declares its array: index in HOST_NAMES
+    real(dp), contiguous, intent(inout), target :: values(:)  !! host array handed to the plugin
+    character(len=*), intent(in) :: name                      !! field name, starting with 'probe' (the component records it)
+    real(dp), intent(in) :: mark                              !! value put into the first element (minus it into the last)
     integer :: n
-    character(len=:), allocatable :: head
+    character(len=:), allocatable :: head, field
     n = size(values)
-    address = transfer(c_loc(values), 0_c_intptr_t)
-    head = 'what=probe name=' // name // ' n=' // itoa(int(n, int64)) // ' fortran_address=' // &
-           itoa(int(address, int64))
+    field = name // '_' // trim(HOST_NAMES(host))
+    head = 'what=probe host=' // trim(HOST_NAMES(host)) // ' name=' // field // ' n=' // itoa(int(n, int64)) // &
+           ' fortran_address=' // itoa(int(transfer(c_loc(values), 0_c_intptr_t), int64))
     values(1) = mark
     values(n) = -mark
     if (n == 1) values(n) = mark
-    call ai4land_put(comp, name, values, ierr)
-    call check(ierr, 'ai4land_put(' // name // ')')
+    call put(host, values, field)
     if (rank == 0) write(output_unit, '(2a, 2(a, es24.16))') 'ai4land_bench op=put ', head, &
                                                              ' first=', values(1), ' last=', values(n)
-    call ai4land_get(comp, name, values, ierr)
-    call check(ierr, 'ai4land_get(' // name // ')')
+    call get(host, values, field)
     if (rank == 0) write(output_unit, '(2a, 2(a, es24.16))') 'ai4land_bench op=get ', head, &
                                                              ' first=', values(1), ' last=', values(n)
   end subroutine probe
+
+  !> ai4land_put of `values` as a host declaring its array as HOST_NAMES(host) would.
+  subroutine put(host, values, name)
+    integer, intent(in) :: host                            !! index in HOST_NAMES
+    real(dp), contiguous, intent(in), target :: values(:)  !! host array handed to the plugin
+    character(len=*), intent(in) :: name                   !! field name
+    if (host == HOST_CONTIGUOUS) then
+      call ai4land_put(comp, name, values, ierr)
+    else
+      call put_assumed_shape(values, name)
+    end if
+    call check(ierr, 'ai4land_put(' // name // ')')
+  end subroutine put
+
+  !> ai4land_get into `values` as a host declaring its array as HOST_NAMES(host) would.
+  subroutine get(host, values, name)
+    integer, intent(in) :: host                               !! index in HOST_NAMES
+    real(dp), contiguous, intent(inout), target :: values(:)  !! host array the plugin writes
+    character(len=*), intent(in) :: name                      !! field name
+    if (host == HOST_CONTIGUOUS) then
+      call ai4land_get(comp, name, values, ierr)
+    else
+      call get_assumed_shape(values, name)
+    end if
+    call check(ierr, 'ai4land_get(' // name // ')')
+  end subroutine get
+
+  !> ai4land_put from a routine whose array is a plain assumed-shape dummy, as in many host models.
+  subroutine put_assumed_shape(values, name)
+    real(dp), intent(in), target :: values(:)  !! host array handed to the plugin, not declared contiguous
+    character(len=*), intent(in) :: name       !! field name
+    call ai4land_put(comp, name, values, ierr)
+  end subroutine put_assumed_shape
+
+  !> ai4land_get into a plain assumed-shape dummy, as in many host models.
+  subroutine get_assumed_shape(values, name)
+    real(dp), intent(inout), target :: values(:)  !! host array the plugin writes, not declared contiguous
+    character(len=*), intent(in) :: name          !! field name
+    call ai4land_get(comp, name, values, ierr)
+  end subroutine get_assumed_shape
 
   !> One result line on rank 0: total seconds and microseconds per call.
   subroutine report(what, calls, seconds)

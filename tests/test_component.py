@@ -88,6 +88,8 @@ def test_call_order_and_argument_errors(world_dir, tmp_path):
         c.put("tas", bad)
     with pytest.raises(ArgumentError, match="float32 or float64"):
         c.put("tas", np.zeros(c.local_size, dtype=np.int32))
+    with pytest.raises(ArgumentError, match=r"put\(\) failed: field 'tas': array has 10 values"):
+        c.step((2031, 1, 1))  # a failed put fails the next collective call (on every rank), once
     assert c.step((2031, 1, 1)) == {"landuse_fraction", "landuse_uncertainty"}
     with pytest.raises(ClockError, match="backwards"):
         c.step((2030, 12, 31))

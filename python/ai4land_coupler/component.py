@@ -200,6 +200,8 @@ class Component:
                 raise failure
             self._require(*states, call=call)
             return then() if then else None
+        if self.comm is None:  # before init: no communicator to agree on
+            self._require(*states, call=call)
         return collective(self.comm, check)
 
     @_local("def_partition")

@@ -189,8 +189,10 @@ class LandUseEmulator(Emulator):
         """
         k = self.meta["coarse_factor"]
         n, h, w = probs.shape
-        p = _to_blocks(np.asarray(probs, dtype=np.float64), k)
+        blocks = _to_blocks(np.asarray(probs, dtype=np.float64), k)
         land, pixel_area, target = _cell_targets(scenario_fine, land_mask, area, k)
+        active = land.any(axis=(1, 2))  # cells without land are left as they are: skip them
+        p, land, pixel_area, target = blocks[active], land[active], pixel_area[active], target[active]
         cell_area = pixel_area.sum(axis=(1, 2))
         land_area = land * pixel_area
         groups = _GROUP_MATRIX * (CLASS_CODES != 0)[:, None]  # ocean is in no column
@@ -217,8 +219,8 @@ class LandUseEmulator(Emulator):
         split = np.where((mass @ groups.T) > 0, p, cell_split) * groups.sum(axis=1)
         split = split / np.maximum(split @ groups @ groups.T, 1e-300)
         p = p + (given @ groups.T) * split
-        p = np.clip(p, 0.0, 1.0)  # rounding leaves |p - clip(p)| ~ 1e-16
-        return _from_blocks(p, k, (h, w))
+        blocks[active] = np.clip(p, 0.0, 1.0)  # rounding leaves |p - clip(p)| ~ 1e-16
+        return _from_blocks(np.clip(blocks, 0.0, 1.0), k, (h, w))
 
     def allocate(self, probs: np.ndarray, scenario_fine: np.ndarray, land_mask: np.ndarray, area: np.ndarray,
                  previous: np.ndarray | None = None) -> np.ndarray:

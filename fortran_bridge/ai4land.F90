@@ -273,37 +273,159 @@ contains
   subroutine put_real4(comp, name, values, ierr)
     type(ai4land_component), intent(in) :: comp  !! the component after enddef
     character(len=*), intent(in) :: name         !! field name
-    real(c_float), dimension(..), contiguous, target, intent(in) :: values  !! nlevels*ncells values, levels slowest
+    real(c_float), dimension(..), target, intent(in) :: values  !! nlevels*ncells values, levels slowest
     integer, intent(out) :: ierr                 !! status: AI4LAND_OK or an AI4LAND_ERR_* code
-    ierr = int(c_put_float(comp%handle, c_string(name), c_loc(values), size(values, kind=c_int64_t)))
+    if (is_contiguous(values)) then  ! read/written in place, however the host declares its array
+      ierr = int(c_put_float(comp%handle, c_string(name), c_loc(values), size(values, kind=c_int64_t)))
+    else
+      ierr = put_real4_packed(comp, name, values)
+    end if
   end subroutine put_real4
+
+  !> put_real4 of a non-contiguous array (a strided section), ranks 1 to 4: through a packed copy.
+  integer function put_real4_packed(comp, name, values) result(ierr)
+    type(ai4land_component), intent(in) :: comp  !! the component after enddef
+    character(len=*), intent(in) :: name         !! field name
+    real(c_float), dimension(..), intent(in) :: values  !! the host array, not contiguous
+    real(c_float), allocatable, target :: buf(:)
+    select rank (values)
+    rank (1)
+      buf = reshape(values, [size(values)])
+    rank (2)
+      buf = reshape(values, [size(values)])
+    rank (3)
+      buf = reshape(values, [size(values)])
+    rank (4)
+      buf = reshape(values, [size(values)])
+    rank default
+      allocate(buf(0))  ! the plugin then reports the wrong size
+    end select
+    ierr = int(c_put_float(comp%handle, c_string(name), c_loc(buf), size(buf, kind=c_int64_t)))
+  end function put_real4_packed
 
   !> Give the plugin a host field in double precision (e.g. 'tas', 'pr', 'rsds').
   subroutine put_real8(comp, name, values, ierr)
     type(ai4land_component), intent(in) :: comp  !! the component after enddef
     character(len=*), intent(in) :: name         !! field name
-    real(c_double), dimension(..), contiguous, target, intent(in) :: values  !! nlevels*ncells values, levels slowest
+    real(c_double), dimension(..), target, intent(in) :: values  !! nlevels*ncells values, levels slowest
     integer, intent(out) :: ierr                 !! status: AI4LAND_OK or an AI4LAND_ERR_* code
-    ierr = int(c_put_double(comp%handle, c_string(name), c_loc(values), size(values, kind=c_int64_t)))
+    if (is_contiguous(values)) then  ! read/written in place, however the host declares its array
+      ierr = int(c_put_double(comp%handle, c_string(name), c_loc(values), size(values, kind=c_int64_t)))
+    else
+      ierr = put_real8_packed(comp, name, values)
+    end if
   end subroutine put_real8
+
+  !> put_real8 of a non-contiguous array (a strided section), ranks 1 to 4: through a packed copy.
+  integer function put_real8_packed(comp, name, values) result(ierr)
+    type(ai4land_component), intent(in) :: comp  !! the component after enddef
+    character(len=*), intent(in) :: name         !! field name
+    real(c_double), dimension(..), intent(in) :: values  !! the host array, not contiguous
+    real(c_double), allocatable, target :: buf(:)
+    select rank (values)
+    rank (1)
+      buf = reshape(values, [size(values)])
+    rank (2)
+      buf = reshape(values, [size(values)])
+    rank (3)
+      buf = reshape(values, [size(values)])
+    rank (4)
+      buf = reshape(values, [size(values)])
+    rank default
+      allocate(buf(0))  ! the plugin then reports the wrong size
+    end select
+    ierr = int(c_put_double(comp%handle, c_string(name), c_loc(buf), size(buf, kind=c_int64_t)))
+  end function put_real8_packed
 
   !> Copy a plugin field into a single-precision array (e.g. 'landuse_fraction', 'lai').
   subroutine get_real4(comp, name, values, ierr)
     type(ai4land_component), intent(in) :: comp  !! the component after enddef
     character(len=*), intent(in) :: name         !! field name
-    real(c_float), dimension(..), contiguous, target, intent(inout) :: values  !! nlevels*ncells values, levels slowest
+    real(c_float), dimension(..), target, intent(inout) :: values  !! nlevels*ncells values, levels slowest
     integer, intent(out) :: ierr                 !! status: AI4LAND_OK or an AI4LAND_ERR_* code
-    ierr = int(c_get_float(comp%handle, c_string(name), c_loc(values), size(values, kind=c_int64_t)))
+    if (is_contiguous(values)) then  ! read/written in place, however the host declares its array
+      ierr = int(c_get_float(comp%handle, c_string(name), c_loc(values), size(values, kind=c_int64_t)))
+    else
+      ierr = get_real4_packed(comp, name, values)
+    end if
   end subroutine get_real4
+
+  !> get_real4 of a non-contiguous array (a strided section), ranks 1 to 4: through a packed copy.
+  integer function get_real4_packed(comp, name, values) result(ierr)
+    type(ai4land_component), intent(in) :: comp  !! the component after enddef
+    character(len=*), intent(in) :: name         !! field name
+    real(c_float), dimension(..), intent(inout) :: values  !! the host array, not contiguous
+    real(c_float), allocatable, target :: buf(:)
+    select rank (values)
+    rank (1)
+      buf = reshape(values, [size(values)])
+    rank (2)
+      buf = reshape(values, [size(values)])
+    rank (3)
+      buf = reshape(values, [size(values)])
+    rank (4)
+      buf = reshape(values, [size(values)])
+    rank default
+      allocate(buf(0))  ! the plugin then reports the wrong size
+    end select
+    ierr = int(c_get_float(comp%handle, c_string(name), c_loc(buf), size(buf, kind=c_int64_t)))
+    if (ierr /= AI4LAND_OK) return
+    select rank (values)
+    rank (1)
+      values = reshape(buf, shape(values))
+    rank (2)
+      values = reshape(buf, shape(values))
+    rank (3)
+      values = reshape(buf, shape(values))
+    rank (4)
+      values = reshape(buf, shape(values))
+    end select
+  end function get_real4_packed
 
   !> Copy a plugin field into a double-precision array (e.g. 'landuse_fraction', 'lai').
   subroutine get_real8(comp, name, values, ierr)
     type(ai4land_component), intent(in) :: comp  !! the component after enddef
     character(len=*), intent(in) :: name         !! field name
-    real(c_double), dimension(..), contiguous, target, intent(inout) :: values  !! nlevels*ncells values, levels slowest
+    real(c_double), dimension(..), target, intent(inout) :: values  !! nlevels*ncells values, levels slowest
     integer, intent(out) :: ierr                 !! status: AI4LAND_OK or an AI4LAND_ERR_* code
-    ierr = int(c_get_double(comp%handle, c_string(name), c_loc(values), size(values, kind=c_int64_t)))
+    if (is_contiguous(values)) then  ! read/written in place, however the host declares its array
+      ierr = int(c_get_double(comp%handle, c_string(name), c_loc(values), size(values, kind=c_int64_t)))
+    else
+      ierr = get_real8_packed(comp, name, values)
+    end if
   end subroutine get_real8
+
+  !> get_real8 of a non-contiguous array (a strided section), ranks 1 to 4: through a packed copy.
+  integer function get_real8_packed(comp, name, values) result(ierr)
+    type(ai4land_component), intent(in) :: comp  !! the component after enddef
+    character(len=*), intent(in) :: name         !! field name
+    real(c_double), dimension(..), intent(inout) :: values  !! the host array, not contiguous
+    real(c_double), allocatable, target :: buf(:)
+    select rank (values)
+    rank (1)
+      buf = reshape(values, [size(values)])
+    rank (2)
+      buf = reshape(values, [size(values)])
+    rank (3)
+      buf = reshape(values, [size(values)])
+    rank (4)
+      buf = reshape(values, [size(values)])
+    rank default
+      allocate(buf(0))  ! the plugin then reports the wrong size
+    end select
+    ierr = int(c_get_double(comp%handle, c_string(name), c_loc(buf), size(buf, kind=c_int64_t)))
+    if (ierr /= AI4LAND_OK) return
+    select rank (values)
+    rank (1)
+      values = reshape(buf, shape(values))
+    rank (2)
+      values = reshape(buf, shape(values))
+    rank (3)
+      values = reshape(buf, shape(values))
+    rank (4)
+      values = reshape(buf, shape(values))
+    end select
+  end function get_real8_packed
 
   !> Advance the plugin to the model date; `changed` tells which fields got new values.
   subroutine ai4land_step(comp, year, month, day, second, changed, ierr)

@@ -1,0 +1,126 @@
+"""Smoke tests of the benchmarks (bench/): the FLOP count, the bridge bench's parser and its
+address comparison (on a captured sample), and one short run of the Fortran bridge bench."""
+from __future__ import annotations
+
+import copy
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "bench"))
+
+import bench_bridge  # noqa: E402
+
+# Captured from `python bench/bench_bridge.py` (bench/bridge_latency.F90 on 1 rank), shortened.
+SAMPLE_OUTPUT = """\
+ai4land_bench op=put what=probe host=contiguous name=probe_large_contiguous n=1000000 fortran_address=140611256684560 first=  4.2420000000000000E+03 last= -4.2420000000000000E+03
+ai4land_bench op=get what=probe host=contiguous name=probe_large_contiguous n=1000000 fortran_address=140611256684560 first=  1.0010000000000000E+03 last= -1.0010000000000000E+03
+ai4land_bench op=put what=probe host=assumed_shape name=probe_large_assumed_shape n=1000000 fortran_address=140611256684560 first=  4.2420000000000000E+03 last= -4.2420000000000000E+03
+ai4land_bench op=get what=probe host=assumed_shape name=probe_large_assumed_shape n=1000000 fortran_address=140611256684560 first=  1.0030000000000000E+03 last= -1.0030000000000000E+03
+ai4land_bench what=empty_call call=ai4land_local_size calls=200000 seconds= 2.47639E-01 us_per_call=1.2382
+ai4land_bench what=put host=contiguous n=1000000 calls=20000 seconds= 8.25736E-02 us_per_call=4.1287
+ai4land_bench what=get host=assumed_shape n=1000000 calls=198 seconds= 3.12540E-01 us_per_call=1578.4850
+ai4land_bench what=fortran_copy n=1000000 calls=200 seconds= 1.63273E-01 us_per_call=816.3645
+something else on stdout
+ai4land_bench what=done checksum= 0.00000E+00
+"""
+
+
+def record(op, name, address, first, last):
+    return {"op": op, "name": name, "address": address, "nbytes": 8_000_000, "dtype": "float64", "owndata": False,
+            "writeable": op == "get", "base_type": "buffer", "shares_memory_with_base": True,
+            "first": first, "last": last}
+
+
+SAMPLE_RECORDS = [
+    record("put", "probe_large_contiguous", 140611256684560, 4242.0, -4242.0),
+    record("get", "probe_large_contiguous", 140611256684560, 1001.0, -1001.0),
+    record("put", "probe_large_assumed_shape", 140610557653008, 4242.0, -4242.0),  # a packed copy
+    record("get", "probe_large_assumed_shape", 94416410549632, 1003.0, -1003.0),
+]
+
+
+def test_parser_reads_timings_and_probes():
+    timings, probes = bench_bridge.parse_output(SAMPLE_OUTPUT)
+    assert [t["what"] for t in timings] == ["empty_call", "put", "get", "fortran_copy"]
+    assert timings[0] == {"what": "empty_call", "call": "ai4land_local_size", "calls": 200000,
+                          "seconds": pytest.approx(0.247639), "us_per_call": pytest.approx(1.2382)}
+    assert len(probes) == 4
+    assert probes[0]["fortran_address"] == 140611256684560 and probes[0]["n"] == 1000000
+    assert probes[0]["first"] == 4242.0 and probes[0]["last"] == -4242.0  # "first=  4.24E+03": spaces after '='
+
+
+def test_comparison_accepts_equal_addresses_and_rejects_copies():
+    _, probes = bench_bridge.parse_output(SAMPLE_OUTPUT)
+    result = bench_bridge.compare_addresses(probes, SAMPLE_RECORDS)
+    assert result["contiguous"]["copies"] == "0" and result["contiguous"]["problems"] == []
+    assert result["assumed_shape"]["copies"] == ">=1"
+    assert len(result["assumed_shape"]["problems"]) == 2
+    assert "address" in result["assumed_shape"]["problems"][0]
+
+    timings, _ = bench_bridge.parse_output(SAMPLE_OUTPUT)
+    rows = bench_bridge.rows_from(timings, result)
+    copies = {r["case"]: r for r in rows if r["case"].startswith("copies")}
+    assert copies["copies (contiguous host array)"]["met"] is True
+    assert copies["copies (assumed_shape host array)"]["met"] is False
+    empty = next(r for r in rows if r["case"].startswith("empty call"))
+    assert empty["met"] is True and empty["value"] == pytest.approx(1.2382)
+    assert "| **no** |" in bench_bridge.markdown(rows)
+
+
+@pytest.mark.parametrize("field, value", [("address", 140611256684568), ("first", 4243.0), ("owndata", True),
+                                          ("writeable", True), ("nbytes", 8)])
+def test_comparison_rejects_any_mismatch_of_the_put(field, value):
+    _, probes = bench_bridge.parse_output(SAMPLE_OUTPUT)
+    records = copy.deepcopy(SAMPLE_RECORDS)
+    records[0][field] = value
+    assert bench_bridge.compare_addresses(probes, records)["contiguous"]["copies"] == ">=1"
+
+
+def test_comparison_rejects_missing_records_and_missing_gets():
+    _, probes = bench_bridge.parse_output(SAMPLE_OUTPUT)
+    assert bench_bridge.compare_addresses(probes, SAMPLE_RECORDS[:1])["contiguous"]["copies"] == ">=1"
+    puts_only = [p for p in probes if p["op"] == "put"]
+    result = bench_bridge.compare_addresses(puts_only, SAMPLE_RECORDS)
+    assert result["contiguous"]["copies"] == ">=1" and "need put and get" in result["contiguous"]["problems"][0]
+
+
+@pytest.fixture(scope="module")
+def landuse():
+    from ai4land_coupler.emulators import load_emulator
+
+    return load_emulator("landuse", "landuse_unet_v1")
+
+
+def test_flop_count_is_positive_and_linear_in_the_batch(landuse):
+    import bench_flops
+
+    one = bench_flops.count_flops(landuse.model, 1, landuse.in_channels, tile=64)
+    two = bench_flops.count_flops(landuse.model, 2, landuse.in_channels, tile=64)
+    assert one > 0
+    assert two == 2 * one
+
+
+def test_film_rewrite_with_inplace_adds_keeps_the_bits(landuse):
+    import numpy as np
+
+    import bench_flops
+
+    x = np.random.default_rng(1).standard_normal((1, landuse.in_channels, 64, 64)).astype(np.float32)
+    patched = bench_flops._film_patched(landuse, bench_flops._film_inplace_add)
+    assert np.array_equal(patched(x), landuse.predict_batch(x))
+
+
+@pytest.mark.skipif(not bench_bridge.EXE.exists(), reason=f"{bench_bridge.EXE} not built (cmake --build build)")
+def test_fortran_bridge_bench_runs_and_the_contiguous_path_copies_nothing():
+    t0 = time.perf_counter()
+    stdout, records = bench_bridge.run_fortran(ncalls=2000, nvalues=1000, nputs=200, timeout=120)
+    timings, probes = bench_bridge.parse_output(stdout)
+    copies = bench_bridge.compare_addresses(probes, records)
+    assert copies["contiguous"]["copies"] == "0", copies["contiguous"]["problems"]
+    assert {t["what"] for t in timings} == {"empty_call", "put", "get", "fortran_copy"}
+    assert all(t["us_per_call"] > 0 for t in timings)
+    assert time.perf_counter() - t0 < 60

@@ -102,6 +102,7 @@ def goal_rows(step, bridge, flops, prefetch) -> list[tuple[str, str, str, bool]]
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="short runs, for a smoke test")
+    parser.add_argument("--compile", action="store_true", help="also time torch.compile (about 3 min to compile)")
     parser.add_argument("--out", type=Path, default=HERE.parent / "docs" / "performance.md")
     args = parser.parse_args()
     quick = args.quick
@@ -116,7 +117,7 @@ def main() -> int:
     bridge = bench_bridge.bench_bridge(ncalls=20_000 if quick else 200_000)
     section("(b) Bridge from Fortran", bench_bridge.markdown(bridge))
     flops = bench_flops.bench_flops(threads=(2,) if quick else (2, 1), repeats=2 if quick else 5,
-                                    variants=["baseline"] if quick else None, compile=not quick)
+                                    variants=["baseline"] if quick else None, compile=args.compile)
     section("(c) U-Net forward against the matmul peak", bench_flops.markdown(flops))
     timing, memory = bench_coupling.tables(*bench_coupling.measure((1, 2) if quick else (1, 2, 4)))
     section("(d) Scaling over ranks on one machine", timing)

@@ -117,7 +117,7 @@ def main() -> int:
     bridge = bench_bridge.bench_bridge(ncalls=20_000 if quick else 200_000)
     section("(b) Bridge from Fortran", bench_bridge.markdown(bridge))
     flops = bench_flops.bench_flops(threads=(2,) if quick else (2, 1), repeats=2 if quick else 5,
-                                    variants=["baseline"] if quick else None, compile=args.compile)
+                                    variants=["baseline"] if quick else None, torch_compile=args.compile)
     section("(c) U-Net forward against the matmul peak", bench_flops.markdown(flops))
     timing, memory = bench_coupling.tables(*bench_coupling.measure((1, 2) if quick else (1, 2, 4)))
     section("(d) Scaling over ranks on one machine", timing)

@@ -33,7 +33,7 @@ class FixedOrderConv1x1(nn.Conv2d):
         w = self.weight[:, :, 0, 0]
         y = self.bias.view(1, -1, 1, 1) + w[:, 0].view(1, -1, 1, 1) * x[:, 0:1]
         for k in range(1, x.shape[1]):
-            y = y.addcmul(w[:, k].view(1, -1, 1, 1), x[:, k:k + 1])  # fused multiply-add, one pass per channel
+            y.addcmul_(w[:, k].view(1, -1, 1, 1), x[:, k:k + 1])  # fused multiply-add in place, one pass per channel
         return y
 
 

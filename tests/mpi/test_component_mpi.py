@@ -27,13 +27,18 @@ def setup(world_dir, tmp_path_factory):
     comm = MPIComm(MPI.COMM_WORLD.Dup())
     folder = comm.bcast(str(tmp_path_factory.mktemp("mpi")) if comm.rank == 0 else None)
     nml = write_namelist(Path(folder) / f"r{comm.rank}.nml", world_dir)
+    return comm, nml, serial_reference(comm, nml)
+
+
+def serial_reference(comm, nml):
+    """The serial whole-grid hashes, computed on rank 0 and given to every rank (or the error's text)."""
     reference = None
     if comm.rank == 0:
         try:
             reference = global_hashes(SerialComm(), nml, Box(0, 0, NLON, NLAT))
         except Exception as exc:  # never leave the other ranks waiting in bcast
             reference = repr(exc)
-    return comm, nml, comm.bcast(reference)
+    return comm.bcast(reference)
 
 
 def verdict(comm, ok):
@@ -108,13 +113,7 @@ def test_thin_bands_on_every_rank_match_serial_bits(tmp_path_factory, world_dir)
     comm = MPIComm(MPI.COMM_WORLD.Dup())
     folder = Path(comm.bcast(str(tmp_path_factory.mktemp("thin")) if comm.rank == 0 else None))
     nml = write_namelist(folder / f"r{comm.rank}.nml", world_dir, band_rows=8)
-    reference = None
-    if comm.rank == 0:
-        try:
-            reference = global_hashes(SerialComm(), nml, Box(0, 0, NLON, NLAT))
-        except Exception as exc:  # never leave the other ranks waiting in bcast
-            reference = repr(exc)
-    reference = comm.bcast(reference)
+    reference = serial_reference(comm, nml)
     hashes = global_hashes(comm, nml, decompose(NLAT, NLON, comm.size, comm.rank))
     assert verdict(comm, isinstance(reference, dict) and hashes == reference), reference
 

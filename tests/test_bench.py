@@ -104,14 +104,16 @@ def test_flop_count_is_positive_and_linear_in_the_batch(landuse):
     assert two == 2 * one
 
 
-def test_film_rewrite_with_inplace_adds_keeps_the_bits(landuse):
+def test_the_fused_film_rewrite_is_what_the_plugin_runs_and_plain_adds_differ(landuse):
     import numpy as np
 
     import bench_flops
 
-    x = np.random.default_rng(1).standard_normal((1, landuse.in_channels, 64, 64)).astype(np.float32)
-    patched = bench_flops._film_patched(landuse, bench_flops._film_inplace_add)
-    assert np.array_equal(patched(x), landuse.predict_batch(x))
+    x = np.random.default_rng(1).standard_normal((2, landuse.in_channels, 64, 64)).astype(np.float32)
+    fused = bench_flops._film_patched(landuse, bench_flops._film_addcmul, channels_last=True)
+    plain = bench_flops._film_patched(landuse, bench_flops._film_inplace_add, channels_last=True)
+    assert np.array_equal(fused(x), landuse.predict_batch(x))
+    assert not np.array_equal(plain(x), landuse.predict_batch(x))  # one rounding per step, not two
 
 
 @pytest.mark.skipif(not bench_bridge.EXE.exists(), reason=f"{bench_bridge.EXE} not built (cmake --build build)")

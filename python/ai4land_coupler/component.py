@@ -453,7 +453,7 @@ class Component:
         if self.slab < 0:
             return None, None, None, None
         em, land = self.landuse_emulator, self.world.land_mask
-        probs = em.conserve(em.apply_mask(em.finish(raw), land), scenario, land, self.fine_area)
+        probs = em.conserve(em.masked_probabilities(raw, land), scenario, land, self.fine_area)
         fine_map = em.allocate(probs, scenario, land, self.fine_area, self.fine_map)
         return probs, scenario, fine_map, em.uncertainty(probs, land)
 
@@ -553,7 +553,7 @@ class Component:
         raw = self._predict(em, lambda: em.inputs(classes, drivers, day_of_year))
         fine_lai = em.apply_mask(em.finish(raw)[0], self.world.land_mask) if on_slab else None
         lai = fine_lai[None] if on_slab else None
-        fields = {"lai": (lai, None), "lai_per_class": (np.broadcast_to(lai, classes.shape) if on_slab else None, classes)}
+        fields = {"lai": (lai, None), "lai_per_class": (lai, classes)}
         if self.config.crosswalk == "ecland":
             covers = crosswalks.ecland_covers(classes) if on_slab else None
             fields.update({name: (lai, covers[cover][None] if on_slab else None)

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InputFileError
-from .grids import ON_LINE, LatLonGrid, Region, block_sum, upsample_blocks
+from .grids import ON_LINE, LatLonGrid, Region, upsample_blocks
 
 log = logging.getLogger("ai4land.datasets")
 
@@ -62,6 +62,7 @@ GROUP_OF_CLASS = {FOREST: 0, GRASS: 1, SPARSE: 1, URBAN: 2, CROPLAND: 3, PASTURE
 GROUP_MATRIX = np.zeros((len(LANDUSE_CLASSES), len(SCENARIO_GROUPS)))  # class level × group: 1 where it belongs
 for _code, _group in GROUP_OF_CLASS.items():
     GROUP_MATRIX[CLASS_INDEX[_code], _group] = 1.0
+GROUP_COLUMN = np.array([GROUP_OF_CLASS.get(int(code), -1) for code in CLASS_CODES], dtype=np.int64)  # class level → group
 
 BIOCLIM_NAMES = ("bio01", "bio04", "bio12", "bio15")
 STATIC_NAMES = ("elevation", "slope", "soil_quality") + BIOCLIM_NAMES
@@ -124,8 +125,15 @@ def group_shares(class_fractions: np.ndarray, factor: int, weights: np.ndarray) 
     probabilities). ``weights``: the fine cells' areas (e.g. ``grid.cell_area_weights()``). Ocean and
     inland water count in no group.
     """
-    mass = np.tensordot(GROUP_MATRIX.T, np.asarray(class_fractions, dtype=np.float64), axes=1) * weights
-    return block_sum(mass, factor) / block_sum(np.asarray(weights, dtype=np.float64), factor)
+    from .cells import group_shares as shares
+
+    fractions = np.ascontiguousarray(class_fractions)
+    if fractions.ndim != 3 or fractions.shape[0] != len(LANDUSE_CLASSES) or np.shape(weights) != fractions.shape[1:]:
+        raise ValueError(f"class fractions {fractions.shape} and weights {np.shape(weights)} do not match "
+                         f"({len(LANDUSE_CLASSES)}, H, W) and (H, W)")
+    if fractions.shape[1] % factor or fractions.shape[2] % factor:
+        raise ValueError(f"{fractions.shape[1:]} fine cells do not tile coarse cells of {factor}x{factor}")
+    return shares(fractions, np.ascontiguousarray(weights, dtype=np.float64), factor, GROUP_COLUMN, len(SCENARIO_GROUPS))
 
 
 def group_fractions(lulc: np.ndarray, factor: int, weights: np.ndarray) -> np.ndarray:

@@ -15,7 +15,7 @@ Scores count land pixels whose observed class is known (not :data:`NODATA`):
   reference that knows the observed map, the same climatology applied to the observed map.
 
 Fields are predicted as in the coupled model: :func:`inference.tiled_predict` (Gaussian sliding
-window, the namelist's default tile and overlap), then the emulator's ``finish``, ``apply_mask`` and, for land use, ``conserve``
+window, the namelist's default tile and overlap), then the emulator's ``finish`` and ``apply_mask`` (fused for land use) and, for land use, ``conserve``
 and ``allocate``.
 """
 from __future__ import annotations
@@ -113,7 +113,7 @@ def predict_landuse(emulator: LandUseEmulator, world: WorldData, year: int, prev
     land, area = world.land_mask, world.fine_grid.cell_area_weights()
     scenario = world.scenario_groups_fine(year)
     x = emulator.inputs(scenario, world.static, prev_map, area)
-    probs = emulator.apply_mask(emulator.finish(blended_output(emulator, x, wrap_lon=world.fine_grid.is_global)), land)
+    probs = emulator.masked_probabilities(blended_output(emulator, x, wrap_lon=world.fine_grid.is_global), land)
     conserved = emulator.conserve(probs, scenario, land, area)
     return {"model": emulator.allocate(conserved, scenario, land, area, prev_map),
             "model_without_conservation": CLASS_CODES[np.argmax(probs, axis=0)],

@@ -22,6 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+import numba
 import numpy as np
 
 from .comm import Communicator, SerialComm, collective
@@ -116,20 +117,29 @@ def _overlap(a: tuple[int, int], b: tuple[int, int]) -> tuple[int, int]:
     return max(a[0], b[0]), min(a[1], b[1])
 
 
-def _pad(field: np.ndarray, layout: BandLayout, first: int, reach: int) -> np.ndarray:
-    """The rows [first, reach) of a (C, rows, W) field that starts at row ``first`` and holds the grid
-    rows up to min(reach, nlat), padded at the far edges so that every tile can be cut: a global grid
-    wraps in longitude and replicates its last row at the pole; a regional grid pads with zeros (the
-    mean of the normalised inputs), as the convolutions do at its near edges."""
+def _pad(pieces: list[np.ndarray], layout: BandLayout, first: int, reach: int) -> np.ndarray:
+    """The rows [first, reach) of a (C, rows, W) field that starts at row ``first``, given as pieces
+    of consecutive rows that hold the grid rows up to min(reach, nlat), padded at the far edges so
+    that every tile can be cut: a global grid wraps in longitude and replicates its last row at
+    the pole; a regional grid pads with zeros (the mean of the normalised inputs), as the
+    convolutions do at its near edges. One copy of the data."""
     lat = layout.lattice
-    pad_lon = max(lat.lon_starts) + lat.tile - lat.nlon
-    pad_lat = reach - first - field.shape[1]
-    out = np.pad(field, ((0, 0), (0, 0), (0, pad_lon)), mode="wrap" if lat.wrap_lon else "constant")
-    return np.pad(out, ((0, 0), (0, pad_lat), (0, 0)), mode="edge" if lat.wrap_lon else "constant")
+    wrap, nlon = lat.wrap_lon, lat.nlon
+    width = max(lat.lon_starts) + lat.tile
+    out = (np.empty if wrap else np.zeros)((pieces[0].shape[0], reach - first, width), np.float32)
+    rows = 0
+    for piece in pieces:
+        out[:, rows:rows + piece.shape[1], :nlon] = piece
+        rows += piece.shape[1]
+    if wrap:
+        out[:, :rows, nlon:] = out[:, :rows, np.arange(nlon, width) % nlon]
+        out[:, rows:] = out[:, rows - 1:rows]
+    return out
 
 
-def _halo(inputs: np.ndarray | None, layout: BandLayout, comm: Communicator, slab: int, slab_ranks) -> np.ndarray | None:
-    """This slab's inputs with the rows its tiles reach in the following slabs appended; collective."""
+def _halo(inputs: np.ndarray | None, layout: BandLayout, comm: Communicator, slab: int,
+          slab_ranks) -> list[np.ndarray] | None:
+    """This slab's inputs, then the rows its tiles reach in the following slabs; collective."""
     nlat = layout.lattice.nlat
     send = [np.empty(0, np.float32) for _ in range(comm.size)]
     for other, rank in enumerate(slab_ranks):
@@ -150,7 +160,20 @@ def _halo(inputs: np.ndarray | None, layout: BandLayout, comm: Communicator, sla
         first, end = _overlap(wanted, layout.slab_rows(other))
         if other != slab and first < end:
             pieces.append(received[rank].reshape(inputs.shape[0], end - first, inputs.shape[2]))
-    return np.concatenate(pieces, axis=1)
+    return pieces
+
+
+@numba.njit(cache=True, nogil=True)
+def _add_weighted(sums, tile_out, weights, row, col):
+    """``sums[:-1]`` += weights · tile_out and ``sums[-1]`` += weights, on the tile at (row, col)."""
+    levels, size = tile_out.shape[0], tile_out.shape[1]
+    for k in range(levels):
+        for y in range(size):
+            for x in range(size):
+                sums[k, row + y, col + x] += weights[y, x] * tile_out[k, y, x]
+    for y in range(size):
+        for x in range(size):
+            sums[levels, row + y, col + x] += weights[y, x]
 
 
 def _band_sums(predict_batch, padded: np.ndarray, first: int, band: Band, layout: BandLayout,
@@ -174,8 +197,7 @@ def _band_sums(predict_batch, padded: np.ndarray, first: int, band: Band, layout
         if sums is None:
             sums = np.zeros((out.shape[1] + 1, band.reach - top, padded.shape[2]), dtype=np.float64)
         for n, (j, i) in enumerate(batch):
-            sums[:-1, j - top:j - top + tile, i:i + tile] += weights * out[n]
-            sums[-1, j - top:j - top + tile, i:i + tile] += weights
+            _add_weighted(sums, out[n], weights, j - top, i)
     for offset in range(nlon, sums.shape[2], nlon) if lat.wrap_lon else ():
         n = min(nlon, sums.shape[2] - offset)
         sums[:, :, :n] += sums[:, :, offset:offset + n]
@@ -217,10 +239,10 @@ def with_halo(inputs: np.ndarray | None, layout: BandLayout, *, comm: Communicat
         if inputs.ndim != 3 or inputs.shape[1:] != want:
             raise ValueError(f"slab {slab} inputs have shape {inputs.shape}, expected (channels, {want[0]}, {want[1]})")
         inputs = np.ascontiguousarray(inputs, dtype=np.float32)
-    field = _halo(inputs, layout, comm, slab, slab_ranks)
-    if field is None:
+    pieces = _halo(inputs, layout, comm, slab, slab_ranks)
+    if pieces is None:
         return None
-    return _pad(field, layout, layout.slab_rows(slab)[0], layout.slab_reach(slab))
+    return _pad(pieces, layout, layout.slab_rows(slab)[0], layout.slab_reach(slab))
 
 
 def slab_sums(predict_batch, padded: np.ndarray | None, layout: BandLayout, *, slab: int,

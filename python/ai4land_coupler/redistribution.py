@@ -14,11 +14,30 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 
 from .comm import Communicator
 from .hostmap import Entries, HostMap, fine_from_host
 from .inference import Band, BandLayout
+
+
+_ONE = np.ones((1, 1))
+
+
+@numba.njit(cache=True, nogil=True)
+def _weighted_sums(cell, pixel, up, values, weights, out):
+    """``out[l, c] += Σ w·v`` and ``out[L + l, c] += Σ w`` over the entries (cell, pixel, up) in entry
+    order, with ``w = up · weights[l, pixel]`` and ``v = values[l, pixel]``; a field of one level
+    serves every level, and ``weights`` of shape (1, 1) is a weight of one."""
+    levels = out.shape[0] // 2
+    per_level_v, per_level_w, per_pixel_w = values.shape[0] > 1, weights.shape[0] > 1, weights.shape[1] > 1
+    for e in range(cell.size):
+        c, p = cell[e], pixel[e]
+        for level in range(levels):
+            w = up[e] * weights[level if per_level_w else 0, p if per_pixel_w else 0]
+            out[level, c] += w * values[level if per_level_v else 0, p]
+            out[levels + level, c] += w
 
 
 @dataclass
@@ -71,28 +90,27 @@ class HostExchange:
         return block.reshape(block.shape[0], -1)
 
     def means(self, fields: list[tuple[np.ndarray | None, np.ndarray | None]]) -> list[np.ndarray]:
-        """For each (values (L, rows, W), weights (L or 1, rows, W) or None) on this rank's slab (both
-        None on a rank without one): the mean of the values over each of this rank's host cells,
-        weighted by area (the host map's ``up``) times ``weights``, (L, local cells); 0 where the
-        weights vanish. Collective."""
-        spec = [(v.shape[0], 0 if w is None else w.shape[0]) for v, w in fields] if self.bands else None
+        """For each (values (L or 1, rows, W), weights (L or 1, rows, W) or None) on this rank's slab
+        (both None on a rank without one): the mean of the values over each of this rank's host
+        cells, weighted by area (the host map's ``up``) times ``weights``, (L, local cells); 0 where
+        the weights vanish. A field of one level serves all L. Collective."""
+        spec = [max(v.shape[0], 0 if w is None else w.shape[0]) for v, w in fields] if self.bands else None
         levels = next((s for s in self.comm.allgather(spec) if s is not None), None)
         if levels is None:  # no rank holds a band: nothing is mapped
             return [np.zeros((len(fields), self.nlocal)) for _ in fields]
         send = [[] for _ in range(self.comm.size)]
         for b in self.bands:
-            sums = []
-            for values, weights in fields:
-                w = b.entries.up if weights is None else b.entries.up * self._rows(weights, b.band)[:, b.entries.pixel]
-                w = np.broadcast_to(w, (values.shape[0], b.entries.pixel.size))
-                v = self._rows(values, b.band)[:, b.entries.pixel]
-                sums += [np.bincount(b.inverse, weights=wl * vl, minlength=b.cells.size) for wl, vl in zip(w, v)]
-                sums += [np.bincount(b.inverse, weights=wl, minlength=b.cells.size) for wl in w]
-            sums = np.stack(sums)
+            sums = np.zeros((2 * sum(levels), b.cells.size))
+            k = 0
+            for n, (values, weights) in zip(levels, fields):
+                weights = _ONE if weights is None else self._rows(weights, b.band)
+                _weighted_sums(b.inverse, b.entries.pixel, b.entries.up, self._rows(values, b.band), weights,
+                               sums[k:k + 2 * n])
+                k += 2 * n
             for rank, index in b.to_rank.items():
                 send[rank].append(sums[:, index].ravel())
         received = self.comm.alltoallv([np.concatenate(m) if m else np.empty(0) for m in send], np.float64)
-        nsums = sum(2 * n for n, _ in levels)
+        nsums = 2 * sum(levels)
         total = np.zeros((nsums, self.nlocal))
         offsets = [0] * self.comm.size
         for _, rank, positions in self.incoming:  # band order
@@ -100,7 +118,7 @@ class HostExchange:
             total[:, positions] += received[rank][offsets[rank]:offsets[rank] + size].reshape(nsums, -1)
             offsets[rank] += size
         out, k = [], 0
-        for n, _ in levels:
+        for n in levels:
             num, den = total[k:k + n], total[k + n:k + 2 * n]
             out.append(np.where(den > 0, num / np.where(den > 0, den, 1.0), 0.0))
             k += 2 * n

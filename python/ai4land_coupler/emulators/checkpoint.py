@@ -132,7 +132,9 @@ class Emulator:
         return int(self.meta["tile_size"])
 
     def normalise(self, raw: np.ndarray) -> np.ndarray:
-        return ((raw - self._mean) / self._std).astype(np.float32)
+        out = np.subtract(raw, self._mean, dtype=np.float32)
+        out /= self._std
+        return out
 
     def predict_batch(self, x: np.ndarray) -> np.ndarray:
         """The network on a batch (B, C, tile, tile) float32 → (B, K, tile, tile) float32, on the model's device."""

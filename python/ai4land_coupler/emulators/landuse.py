@@ -21,41 +21,34 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..datasets import CLASS_CODES, CLASS_INDEX, GROUP_MATRIX, LANDUSE_CLASSES, NODATA, SCENARIO_GROUPS, group_fractions
+from ..datasets import (CLASS_CODES, CLASS_INDEX, GROUP_COLUMN, LANDUSE_CLASSES, NODATA, SCENARIO_GROUPS, WATER,
+                        group_fractions)
 from ..errors import EmulatorError
 from ..grids import upsample_blocks
+from .. import cells
 from .checkpoint import Emulator
 from .unet import UNet
 
 
-# Class level → column of the conservation: the 5 scenario groups, then "no group" (ocean, water).
-_GROUP_MATRIX = np.concatenate([GROUP_MATRIX, (GROUP_MATRIX.sum(axis=1) == 0)[:, None]], axis=1)
+# Class level → column of the conservation: the 5 scenario groups, then inland water; -1 for ocean.
+CLASS_COLUMN = np.where(CLASS_CODES == WATER, len(SCENARIO_GROUPS), GROUP_COLUMN)
 
 
-def _to_blocks(a: np.ndarray, k: int) -> np.ndarray:
-    """(c, H, W) → (cells, k*k, c): the pixels of each coarse cell."""
-    c, h, w = a.shape
-    return a.reshape(c, h // k, k, w // k, k).transpose(1, 3, 2, 4, 0).reshape((h // k) * (w // k), k * k, c)
-
-
-def _from_blocks(blocks: np.ndarray, k: int, shape: tuple[int, int]) -> np.ndarray:
-    """Inverse of :func:`_to_blocks`: (cells, k*k, c) → (c, H, W)."""
-    h, w = shape
-    c = blocks.shape[-1]
-    return blocks.reshape(h // k, w // k, k, k, c).transpose(4, 0, 2, 1, 3).reshape(c, h, w)
-
-
-def _cell_targets(scenario_fine, land_mask, area, k: int):
-    """Per coarse cell: land (cells, k*k, 1), pixel areas (cells, k*k, 1) and the target share of the
-    cell's area of each group and of inland water, (cells, 6). A scenario asking for more than the
-    cell's land is scaled down to fit."""
-    land = _to_blocks(np.asarray(land_mask, dtype=np.float64)[None], k)
-    pixel_area = _to_blocks(np.asarray(area, dtype=np.float64)[None], k)
-    land_share = (land * pixel_area).sum(axis=(1, 2)) / pixel_area.sum(axis=(1, 2))
-    target = _to_blocks(np.asarray(scenario_fine, dtype=np.float64), k)[:, 0, :]
-    target *= np.minimum(1.0, land_share / np.maximum(target.sum(axis=1), 1e-300))[:, None]
-    water = np.maximum(land_share - target.sum(axis=1), 0.0)
-    return land, pixel_area, np.concatenate([target, water[:, None]], axis=1)
+def _cell_fields(k: int, probs, scenario_fine, land_mask, area) -> tuple:
+    """(probabilities, scenario, land, area): the C-ordered float64 / bool arrays the cell kernels
+    take, checked against each other."""
+    land = np.ascontiguousarray(land_mask, dtype=bool)
+    h, w = land.shape
+    if h % k or w % k:
+        raise EmulatorError(f"{h}x{w} fine cells do not tile coarse cells of {k}x{k}")
+    scenario = np.ascontiguousarray(scenario_fine, dtype=np.float64)
+    area = np.ascontiguousarray(area, dtype=np.float64)
+    probs = np.ascontiguousarray(probs, dtype=np.float64)
+    if (scenario.shape != (len(SCENARIO_GROUPS), h, w) or area.shape != (h, w)
+            or probs.shape != (len(CLASS_COLUMN), h, w)):
+        raise EmulatorError(f"probabilities {probs.shape}, scenario {scenario.shape} and area {area.shape} "
+                            f"do not match the land mask {(h, w)}")
+    return probs, scenario, land, area
 
 
 def landuse_channels(static_names) -> list[str]:
@@ -160,6 +153,11 @@ class LandUseEmulator(Emulator):
         return z / z.sum(axis=0, keepdims=True)
 
     @staticmethod
+    def masked_probabilities(logits: np.ndarray, land_mask: np.ndarray) -> np.ndarray:
+        """``apply_mask(finish(logits), land_mask)`` in one pass (the softmax over the land classes)."""
+        return cells.masked_softmax(np.ascontiguousarray(logits), np.ascontiguousarray(land_mask, dtype=bool))
+
+    @staticmethod
     def apply_mask(probs: np.ndarray, land_mask: np.ndarray) -> np.ndarray:
         """Ocean pixels: ocean = 1. Land pixels: ocean = 0, the others renormalised to sum 1."""
         out = np.array(probs, dtype=np.float64, copy=True)
@@ -187,40 +185,10 @@ class LandUseEmulator(Emulator):
         for :meth:`inputs`. Where the scenario asks for more than the cell's land (real LUH2 and
         the fine land mask can disagree), its groups are scaled down to fit.
         """
-        k = self.meta["coarse_factor"]
-        n, h, w = probs.shape
-        blocks = _to_blocks(np.asarray(probs, dtype=np.float64), k)
-        land, pixel_area, target = _cell_targets(scenario_fine, land_mask, area, k)
-        active = land.any(axis=(1, 2))  # cells without land are left as they are: skip them
-        p, land, pixel_area, target = blocks[active], land[active], pixel_area[active], target[active]
-        cell_area = pixel_area.sum(axis=(1, 2))
-        land_area = land * pixel_area
-        groups = _GROUP_MATRIX * (CLASS_CODES != 0)[:, None]  # ocean is in no column
-
-        def shares(q):
-            return (q @ groups * land_area).sum(axis=1) / cell_area[:, None]
-
-        for _ in range(iterations):
-            share = shares(p)
-            factor = np.where(share > 0, target / np.where(share > 0, share, 1.0), 1.0)
-            scaled = p * (factor @ groups.T)[:, None, :]
-            p = np.where(land > 0, scaled / np.maximum(scaled.sum(axis=2, keepdims=True), 1e-300), p)
-        # Exact correction: take the excess of each group in proportion to its mass at each pixel ...
-        share = shares(p)
-        excess, deficit = np.maximum(share - target, 0.0), np.maximum(target - share, 0.0)
-        mass = p @ groups * land  # (cells, k*k, 6)
-        taken = mass * np.where(share > 0, excess / np.where(share > 0, share, 1.0), 0.0)[:, None, :]
-        keep = np.clip(1.0 - np.where(mass > 0, taken / np.where(mass > 0, mass, 1.0), 0.0), 0.0, 1.0)
-        p = p * (keep @ groups.T + (groups.sum(axis=1) == 0))
-        # ... and give it to the groups in deficit, split among their classes as at the pixel (or the cell).
-        given = taken.sum(axis=2, keepdims=True) * (deficit / np.maximum(deficit.sum(axis=1, keepdims=True), 1e-300))[:, None, :]
-        cell_split = (p * land).sum(axis=1, keepdims=True) + 1e-300 * groups.sum(axis=1)
-        mass = p @ groups
-        split = np.where((mass @ groups.T) > 0, p, cell_split) * groups.sum(axis=1)
-        split = split / np.maximum(split @ groups @ groups.T, 1e-300)
-        p = p + (given @ groups.T) * split
-        blocks[active] = np.clip(p, 0.0, 1.0)  # rounding leaves |p - clip(p)| ~ 1e-16
-        return _from_blocks(np.clip(blocks, 0.0, 1.0), k, (h, w))
+        p, scenario, land, area = _cell_fields(self.meta["coarse_factor"], probs, scenario_fine, land_mask, area)
+        p = p.copy() if np.shares_memory(p, probs) else p
+        cells.conserve(p, scenario, land, area, self.meta["coarse_factor"], CLASS_COLUMN, iterations)
+        return p
 
     def allocate(self, probs: np.ndarray, scenario_fine: np.ndarray, land_mask: np.ndarray, area: np.ndarray,
                  previous: np.ndarray | None = None) -> np.ndarray:
@@ -234,40 +202,14 @@ class LandUseEmulator(Emulator):
         (the scenario says how much land each use takes, not whether natural land is grass or
         sparse), and otherwise takes its most probable class. Ocean pixels stay ocean.
         """
-        k = self.meta["coarse_factor"]
-        h, w = land_mask.shape
-        p = _to_blocks(np.asarray(probs, dtype=np.float64), k)  # (cells, k*k, 8)
-        land, pixel_area, target = _cell_targets(scenario_fine, land_mask, area, k)
-        land, pixel_area = land[..., 0] > 0, pixel_area[..., 0]
-        groups = _GROUP_MATRIX * (CLASS_CODES != 0)[:, None]
-        group_prob = p @ groups  # (cells, k*k, 6)
-        cells, pixels, ncol = group_prob.shape
-        remaining = target * pixel_area.sum(axis=1, keepdims=True)  # area still to give to each group
-        order = np.argsort(-np.where(land[..., None], group_prob, -np.inf).reshape(cells, -1), axis=1, kind="stable")
-        chosen = np.full((cells, pixels), -1)
-        rows = np.arange(cells)
-        for r in range(int(land.sum(axis=1).max(initial=0)) * ncol):
-            pix, g = np.divmod(order[:, r], ncol)
-            a = pixel_area[rows, pix]
-            ok = land[rows, pix] & (chosen[rows, pix] < 0) & (remaining[rows, g] >= 0.5 * a)
-            chosen[rows[ok], pix[ok]] = g[ok]
-            remaining[rows[ok], g[ok]] -= a[ok]
-        left = land & (chosen < 0)
-        chosen[left] = np.argmax(group_prob, axis=2)[left]
-        in_group = np.where(groups.T[np.maximum(chosen, 0)] > 0, p, -1.0)  # (cells, k*k, 8)
-        level = np.argmax(in_group, axis=2)
-        if previous is not None:
-            before = _to_blocks(CLASS_INDEX[np.asarray(previous)][None], k)[..., 0]  # -1: no data
-            kept = (before >= 0) & (groups.T[np.maximum(chosen, 0), np.maximum(before, 0)] > 0)
-            level = np.where(kept, before, level)
-        level = np.where(land, level, 0)
-        return _from_blocks(CLASS_CODES[level][..., None], k, (h, w))[0]
+        p, scenario, land, area = _cell_fields(self.meta["coarse_factor"], probs, scenario_fine, land_mask, area)
+        before = np.full(land.shape, -1) if previous is None else CLASS_INDEX[np.asarray(previous)]
+        return cells.allocate(p, scenario, land, area, self.meta["coarse_factor"], CLASS_COLUMN,
+                              before.astype(np.int64), CLASS_CODES)
 
     @staticmethod
     def uncertainty(probs: np.ndarray, land_mask: np.ndarray) -> np.ndarray:
         """Per-pixel predictive uncertainty (H, W) in [0, 1]: the entropy of the class probabilities
         over the 7 land classes divided by log 7 (0 certain, 1 uniform); 0 over the ocean."""
-        p = np.asarray(probs, dtype=np.float64)[1:]
-        plogp = np.where(p > 0, p * np.log(np.where(p > 0, p, 1.0)), 0.0)
-        entropy = -plogp.sum(axis=0) / np.log(p.shape[0])
-        return np.where(land_mask, np.clip(entropy, 0.0, 1.0), 0.0)
+        return cells.normalised_entropy(np.ascontiguousarray(probs, dtype=np.float64),
+                                        np.ascontiguousarray(land_mask, dtype=bool))

@@ -1,0 +1,357 @@
+"""The land-use step's per-pixel and per-coarse-cell arithmetic, compiled with numba.
+
+Every coarse cell (``k × k`` fine pixels) is worked on alone, in one fixed order, so the bits do not
+depend on how the grid is cut into slabs, and no array is copied into cell blocks: the kernels read
+and write the (classes, H, W) fields in place, and run on as many threads as torch has, each on a
+block of rows. ``cache=True`` keeps the machine code beside the
+sources, so a process compiles them once per machine; ``nogil`` lets the land-use prefetch run them
+in its background threads. The kernels follow, operation for operation, the float64 NumPy
+formulation they replaced (``tests/test_cells.py`` keeps that formulation as the reference).
+
+Class columns: ``column[c]`` is the conservation column of class ``c`` (the 5 scenario groups,
+then inland water); -1 for ocean, which is in none.
+"""
+from __future__ import annotations
+
+import functools
+from concurrent.futures import ThreadPoolExecutor
+
+import numba
+import numpy as np
+import torch
+
+_kernel = numba.njit(cache=True, nogil=True)
+
+
+@_kernel
+def _masked_softmax(logits, land, out, first, end):
+    """Rows [first, end) of ``out`` (K, H, W) float64, class probabilities from logits: on land,
+    the softmax over the land classes 1..K-1 (ocean 0); elsewhere ocean 1 and the others 0."""
+    n, w = logits.shape[0], logits.shape[2]
+    for y in range(first, end):
+        for x in range(w):
+            if not land[y, x]:
+                out[0, y, x] = 1.0
+                for c in range(1, n):
+                    out[c, y, x] = 0.0
+                continue
+            out[0, y, x] = 0.0
+            top = np.float64(logits[1, y, x])
+            for c in range(2, n):
+                top = max(top, np.float64(logits[c, y, x]))
+            total = 0.0
+            for c in range(1, n):
+                e = np.exp(np.float64(logits[c, y, x]) - top)
+                out[c, y, x] = e
+                total += e
+            for c in range(1, n):
+                out[c, y, x] /= total
+
+
+@_kernel
+def _cell(p, scenario, land, area, k, cy, cx, q, land_area, pixel_area, target):
+    """Load one coarse cell: q (k*k, K) its probabilities, its pixels' land areas and areas, and
+    its target shares (6) of the cell's area, the scenario scaled down to the land it has.
+    Returns the cell's area, or 0 when it has no land."""
+    n = p.shape[0]
+    cell_area = 0.0
+    land_total = 0.0
+    for a in range(k):
+        for b in range(k):
+            i, y, x = a * k + b, cy * k + a, cx * k + b
+            pixel_area[i] = area[y, x]
+            land_area[i] = area[y, x] if land[y, x] else 0.0
+            cell_area += pixel_area[i]
+            land_total += land_area[i]
+            for c in range(n):
+                q[i, c] = p[c, y, x]
+    if land_total == 0.0:
+        return 0.0
+    land_share = land_total / cell_area
+    groups = scenario.shape[0]
+    total = 0.0
+    for g in range(groups):
+        target[g] = scenario[g, cy * k, cx * k]
+        total += target[g]
+    fit = min(1.0, land_share / max(total, 1e-300))
+    total = 0.0
+    for g in range(groups):
+        target[g] *= fit
+        total += target[g]
+    target[groups] = max(land_share - total, 0.0)
+    return cell_area
+
+
+@_kernel
+def _shares(q, land_area, cell_area, column, share):
+    """Area-weighted share of the cell's area of each column."""
+    share[:] = 0.0
+    for i in range(q.shape[0]):
+        for c in range(q.shape[1]):
+            if column[c] >= 0:
+                share[column[c]] += q[i, c] * land_area[i]
+    share /= cell_area
+
+
+@_kernel
+def _fit(q, land_area, cell_area, target, column, iterations, start, mass, share, factor):
+    """Iterative proportional fitting of one cell: each round, one factor per column brings the
+    cell's shares to the targets, then each land pixel is renormalised. A round keeps the ratios
+    of the classes within a column, so the rounds run on the pixels' column masses and the
+    classes are scaled once at the end."""
+    kk, n, ncol = q.shape[0], q.shape[1], share.size
+    for i in range(kk):
+        start[i, :] = 0.0
+        for c in range(n):
+            if column[c] >= 0:
+                start[i, column[c]] += q[i, c]
+        mass[i, :] = start[i, :]
+    for _ in range(iterations):
+        share[:] = 0.0
+        for i in range(kk):
+            for g in range(ncol):
+                share[g] += mass[i, g] * land_area[i]
+        for g in range(ncol):
+            share[g] /= cell_area
+            factor[g] = target[g] / share[g] if share[g] > 0 else 1.0
+        for i in range(kk):
+            if land_area[i] == 0.0:
+                continue
+            total = 0.0
+            for g in range(ncol):
+                mass[i, g] *= factor[g]
+                total += mass[i, g]
+            scale = 1.0 / max(total, 1e-300)
+            for g in range(ncol):
+                mass[i, g] *= scale
+    for i in range(kk):
+        if land_area[i] == 0.0:
+            continue
+        for c in range(n):
+            g = column[c]
+            q[i, c] = q[i, c] * (mass[i, g] / start[i, g]) if g >= 0 and start[i, g] > 0 else 0.0
+
+
+@_kernel
+def _conserve(p, scenario, land, area, k, column, iterations, first, end):
+    """Project probabilities (K, H, W) float64 in the coarse-cell rows [first, end), in place, so
+    that every coarse cell's area-weighted
+    share of each scenario group (and inland water) is the scenario's: ``iterations`` rounds of
+    iterative proportional fitting, then the exact correction of
+    :meth:`~ai4land_coupler.emulators.landuse.LandUseEmulator.conserve`."""
+    n, w = p.shape[0], p.shape[2]
+    kk, ncol = k * k, scenario.shape[0] + 1
+    q = np.empty((kk, n))
+    land_area, pixel_area = np.empty(kk), np.empty(kk)
+    target, share, factor = np.empty(ncol), np.empty(ncol), np.empty(ncol)
+    excess, deficit = np.empty(ncol), np.empty(ncol)
+    mass, taken, start = np.empty((kk, ncol)), np.empty((kk, ncol)), np.empty((kk, ncol))
+    cell_split, split = np.empty(n), np.empty(n)
+    for cy in range(first, end):
+        for cx in range(w // k):
+            cell_area = _cell(p, scenario, land, area, k, cy, cx, q, land_area, pixel_area, target)
+            if cell_area == 0.0:
+                continue
+            if iterations > 0:
+                _fit(q, land_area, cell_area, target, column, iterations, start, mass, share, factor)
+            # Exact correction: take each group's excess in proportion to its mass at each pixel ...
+            _shares(q, land_area, cell_area, column, share)
+            given_total = 0.0
+            for g in range(ncol):
+                excess[g] = max(share[g] - target[g], 0.0)
+                deficit[g] = max(target[g] - share[g], 0.0)
+                given_total += deficit[g]
+            given_total = max(given_total, 1e-300)
+            for i in range(kk):
+                mass[i, :] = 0.0
+                for c in range(n):
+                    if column[c] >= 0 and land_area[i] > 0:
+                        mass[i, column[c]] += q[i, c]
+                for g in range(ncol):
+                    taken[i, g] = mass[i, g] * (excess[g] / share[g] if share[g] > 0 else 0.0)
+                for c in range(n):
+                    g = column[c]
+                    if g >= 0:
+                        keep = 1.0 - (taken[i, g] / mass[i, g] if mass[i, g] > 0 else 0.0)
+                        q[i, c] *= min(max(keep, 0.0), 1.0)
+            # ... and give it to the groups in deficit, split among their classes as at the pixel (or the cell).
+            for c in range(n):
+                cell_split[c] = 1e-300 if column[c] >= 0 else 0.0
+                for i in range(kk):
+                    if land_area[i] > 0:
+                        cell_split[c] += q[i, c]
+            for i in range(kk):
+                taken_total = 0.0
+                mass[i, :] = 0.0
+                for g in range(ncol):
+                    taken_total += taken[i, g]
+                for c in range(n):
+                    if column[c] >= 0:
+                        mass[i, column[c]] += q[i, c]
+                for c in range(n):
+                    g = column[c]
+                    split[c] = 0.0 if g < 0 else (q[i, c] if mass[i, g] > 0 else cell_split[c])
+                for c in range(n):
+                    g = column[c]
+                    if g < 0:
+                        continue
+                    norm = 0.0
+                    for d in range(n):
+                        if column[d] == g:
+                            norm += split[d]
+                    q[i, c] += taken_total * (deficit[g] / given_total) * (split[c] / max(norm, 1e-300))
+            for a in range(k):
+                for b in range(k):
+                    for c in range(n):
+                        p[c, cy * k + a, cx * k + b] = min(max(q[a * k + b, c], 0.0), 1.0)
+
+
+@_kernel
+def _allocate(p, scenario, land, area, k, column, previous_index, codes, out, first, end):
+    """The class codes of the coarse-cell rows [first, end) of ``out`` (H, W) from conserved
+    probabilities (K, H, W): per coarse
+    cell, (pixel, group) pairs in decreasing order of the group's probability (ties in pixel, then
+    group order); a pair is taken while the pixel is free and the group still lacks half the
+    pixel's area; pixels left over take their most probable group. Within its group a pixel keeps
+    its ``previous_index`` class (-1: none) when that is in the group, else its most probable one."""
+    n, w = p.shape[0], p.shape[2]
+    kk, ncol = k * k, scenario.shape[0] + 1
+    q = np.empty((kk, n))
+    land_area, pixel_area, target = np.empty(kk), np.empty(kk), np.empty(ncol)
+    group_prob = np.empty((kk, ncol))
+    key = np.empty(kk * ncol)
+    chosen = np.empty(kk, dtype=np.int64)
+    for cy in range(first, end):
+        for cx in range(w // k):
+            cell_area = _cell(p, scenario, land, area, k, cy, cx, q, land_area, pixel_area, target)
+            if cell_area == 0.0:
+                for a in range(k):
+                    for b in range(k):
+                        out[cy * k + a, cx * k + b] = codes[0]
+                continue
+            for i in range(kk):
+                group_prob[i, :] = 0.0
+                for c in range(n):
+                    if column[c] >= 0:
+                        group_prob[i, column[c]] += q[i, c]
+                for g in range(ncol):
+                    key[i * ncol + g] = -group_prob[i, g] if land_area[i] > 0 else np.inf
+                chosen[i] = -1
+            for g in range(ncol):
+                target[g] *= cell_area  # the area still to give to each group
+            for r in np.argsort(key, kind="mergesort"):
+                i, g = r // ncol, r % ncol
+                if land_area[i] > 0 and chosen[i] < 0 and target[g] >= 0.5 * pixel_area[i]:
+                    chosen[i] = g
+                    target[g] -= pixel_area[i]
+            for a in range(k):
+                for b in range(k):
+                    i = a * k + b
+                    if land_area[i] == 0.0:
+                        out[cy * k + a, cx * k + b] = codes[0]
+                        continue
+                    if chosen[i] < 0:
+                        chosen[i] = np.argmax(group_prob[i])
+                    level, best = 0, -1.0
+                    for c in range(n):
+                        value = q[i, c] if column[c] == chosen[i] else -1.0
+                        if value > best:
+                            level, best = c, value
+                    before = previous_index[cy * k + a, cx * k + b]
+                    if before >= 0 and column[before] == chosen[i]:
+                        level = before
+                    out[cy * k + a, cx * k + b] = codes[level]
+
+
+@_kernel
+def _normalised_entropy(p, land, out, first, end):
+    """Rows [first, end) of ``out`` (H, W): the entropy of the land classes 1..K-1 over log(K-1),
+    clipped to [0, 1]; 0 off land."""
+    n, w = p.shape[0], p.shape[2]
+    scale = np.log(np.float64(n - 1))
+    for y in range(first, end):
+        for x in range(w):
+            out[y, x] = 0.0
+            if land[y, x]:
+                s = 0.0
+                for c in range(1, n):
+                    v = p[c, y, x]
+                    if v > 0:
+                        s -= v * np.log(v)
+                out[y, x] = min(max(s / scale, 0.0), 1.0)
+
+
+@_kernel
+def _group_shares(p, weights, k, column, out, first, end):
+    """Coarse-cell rows [first, end) of ``out`` (G, H/k, W/k): the ``weights``-weighted mean over
+    each cell of the classes of each column g < G (columns ≥ G and -1 count in none)."""
+    n, w = p.shape[0], p.shape[2]
+    groups = out.shape[0]
+    total = np.empty(groups)
+    for cy in range(first, end):
+        for cx in range(w // k):
+            total[:] = 0.0
+            weight = 0.0
+            for a in range(k):
+                for b in range(k):
+                    y, x = cy * k + a, cx * k + b
+                    weight += weights[y, x]
+                    for c in range(n):
+                        g = column[c]
+                        if 0 <= g < groups:
+                            total[g] += p[c, y, x] * weights[y, x]
+            for g in range(groups):
+                out[g, cy, cx] = total[g] / weight
+
+
+def _in_row_blocks(kernel, rows: int, *args) -> None:
+    """``kernel(*args, first, end)`` over [0, rows) cut into one block per torch thread, run
+    side by side (the kernels release the GIL); every row is computed alone, so the cut changes
+    no bit."""
+    blocks = max(1, min(torch.get_num_threads(), rows))
+    edges = [rows * b // blocks for b in range(blocks + 1)]
+    if blocks == 1:
+        kernel(*args, 0, rows)
+        return
+    pool = _pool(blocks)
+    for job in [pool.submit(kernel, *args, first, end) for first, end in zip(edges[:-1], edges[1:])]:
+        job.result()
+
+
+@functools.lru_cache(maxsize=None)
+def _pool(workers: int) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ai4land-cells")
+
+
+def masked_softmax(logits, land):
+    """(K, H, W) float64 class probabilities from logits (K, H, W): on land, the softmax over the
+    land classes 1..K-1 (ocean 0); elsewhere ocean 1 and the others 0."""
+    out = np.empty(logits.shape)
+    _in_row_blocks(_masked_softmax, logits.shape[1], logits, land, out)
+    return out
+
+
+def conserve(p, scenario, land, area, k, column, iterations) -> None:
+    """Project probabilities (K, H, W) float64 in place onto the scenario (see :func:`_conserve`)."""
+    _in_row_blocks(_conserve, p.shape[1] // k, p, scenario, land, area, k, column, iterations)
+
+
+def allocate(p, scenario, land, area, k, column, previous_index, codes) -> np.ndarray:
+    """The fine class map (H, W) uint8 of class codes (see :func:`_allocate`)."""
+    out = np.empty(land.shape, dtype=np.uint8)
+    _in_row_blocks(_allocate, land.shape[0] // k, p, scenario, land, area, k, column, previous_index, codes, out)
+    return out
+
+
+def group_shares(p, weights, k, column, groups) -> np.ndarray:
+    """(groups, H/k, W/k) float64: per coarse cell, the weighted mean of the classes of each column."""
+    out = np.empty((groups, p.shape[1] // k, p.shape[2] // k))
+    _in_row_blocks(_group_shares, p.shape[1] // k, p, weights, k, column, out)
+    return out
+
+
+def normalised_entropy(p, land) -> np.ndarray:
+    """(H, W) entropy of the land classes over its maximum, in [0, 1]; 0 off land."""
+    out = np.empty(land.shape)
+    _in_row_blocks(_normalised_entropy, land.shape[0], p, land, out)
+    return out

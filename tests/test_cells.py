@@ -1,0 +1,182 @@
+"""The compiled cell kernels (``cells.py``) against the float64 NumPy formulation they
+replaced, kept here as the reference, and their independence of how the grid is cut."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ai4land_coupler.datasets import CLASS_CODES, CLASS_INDEX, GROUP_MATRIX, STATIC_NAMES
+from ai4land_coupler.emulators import LandUseEmulator
+from ai4land_coupler.emulators.landuse import CLASS_COLUMN
+from ai4land_coupler.errors import EmulatorError
+
+# The reference's class level → column of the conservation: the 5 scenario groups, then "no group" (ocean, water).
+REF_GROUPS = np.concatenate([GROUP_MATRIX, (GROUP_MATRIX.sum(axis=1) == 0)[:, None]], axis=1)
+
+
+def _to_blocks(a: np.ndarray, k: int) -> np.ndarray:
+    """(c, H, W) → (cells, k*k, c): the pixels of each coarse cell."""
+    c, h, w = a.shape
+    return a.reshape(c, h // k, k, w // k, k).transpose(1, 3, 2, 4, 0).reshape((h // k) * (w // k), k * k, c)
+
+
+def _from_blocks(blocks: np.ndarray, k: int, shape: tuple[int, int]) -> np.ndarray:
+    """Inverse of :func:`_to_blocks`: (cells, k*k, c) → (c, H, W)."""
+    h, w = shape
+    c = blocks.shape[-1]
+    return blocks.reshape(h // k, w // k, k, k, c).transpose(4, 0, 2, 1, 3).reshape(c, h, w)
+
+
+def _cell_targets(scenario_fine, land_mask, area, k: int):
+    """Per coarse cell: land (cells, k*k, 1), pixel areas (cells, k*k, 1) and the target share of the
+    cell's area of each group and of inland water, (cells, 6). A scenario asking for more than the
+    cell's land is scaled down to fit."""
+    land = _to_blocks(np.asarray(land_mask, dtype=np.float64)[None], k)
+    pixel_area = _to_blocks(np.asarray(area, dtype=np.float64)[None], k)
+    land_share = (land * pixel_area).sum(axis=(1, 2)) / pixel_area.sum(axis=(1, 2))
+    target = _to_blocks(np.asarray(scenario_fine, dtype=np.float64), k)[:, 0, :]
+    target *= np.minimum(1.0, land_share / np.maximum(target.sum(axis=1), 1e-300))[:, None]
+    water = np.maximum(land_share - target.sum(axis=1), 0.0)
+    return land, pixel_area, np.concatenate([target, water[:, None]], axis=1)
+
+
+
+def reference_conserve(probs, scenario_fine, land_mask, area, k, iterations=30):
+    n, h, w = probs.shape
+    blocks = _to_blocks(np.asarray(probs, dtype=np.float64), k)
+    land, pixel_area, target = _cell_targets(scenario_fine, land_mask, area, k)
+    active = land.any(axis=(1, 2))  # cells without land are left as they are: skip them
+    p, land, pixel_area, target = blocks[active], land[active], pixel_area[active], target[active]
+    cell_area = pixel_area.sum(axis=(1, 2))
+    land_area = land * pixel_area
+    groups = REF_GROUPS * (CLASS_CODES != 0)[:, None]  # ocean is in no column
+
+    def shares(q):
+        return (q @ groups * land_area).sum(axis=1) / cell_area[:, None]
+
+    for _ in range(iterations):
+        share = shares(p)
+        factor = np.where(share > 0, target / np.where(share > 0, share, 1.0), 1.0)
+        scaled = p * (factor @ groups.T)[:, None, :]
+        p = np.where(land > 0, scaled / np.maximum(scaled.sum(axis=2, keepdims=True), 1e-300), p)
+    # Exact correction: take the excess of each group in proportion to its mass at each pixel ...
+    share = shares(p)
+    excess, deficit = np.maximum(share - target, 0.0), np.maximum(target - share, 0.0)
+    mass = p @ groups * land  # (cells, k*k, 6)
+    taken = mass * np.where(share > 0, excess / np.where(share > 0, share, 1.0), 0.0)[:, None, :]
+    keep = np.clip(1.0 - np.where(mass > 0, taken / np.where(mass > 0, mass, 1.0), 0.0), 0.0, 1.0)
+    p = p * (keep @ groups.T + (groups.sum(axis=1) == 0))
+    # ... and give it to the groups in deficit, split among their classes as at the pixel (or the cell).
+    given = taken.sum(axis=2, keepdims=True) * (deficit / np.maximum(deficit.sum(axis=1, keepdims=True), 1e-300))[:, None, :]
+    cell_split = (p * land).sum(axis=1, keepdims=True) + 1e-300 * groups.sum(axis=1)
+    mass = p @ groups
+    split = np.where((mass @ groups.T) > 0, p, cell_split) * groups.sum(axis=1)
+    split = split / np.maximum(split @ groups @ groups.T, 1e-300)
+    p = p + (given @ groups.T) * split
+    blocks[active] = np.clip(p, 0.0, 1.0)  # rounding leaves |p - clip(p)| ~ 1e-16
+    return _from_blocks(np.clip(blocks, 0.0, 1.0), k, (h, w))
+
+
+
+def reference_allocate(probs, scenario_fine, land_mask, area, k, previous=None):
+    h, w = land_mask.shape
+    p = _to_blocks(np.asarray(probs, dtype=np.float64), k)  # (cells, k*k, 8)
+    land, pixel_area, target = _cell_targets(scenario_fine, land_mask, area, k)
+    land, pixel_area = land[..., 0] > 0, pixel_area[..., 0]
+    groups = REF_GROUPS * (CLASS_CODES != 0)[:, None]
+    group_prob = p @ groups  # (cells, k*k, 6)
+    cells, pixels, ncol = group_prob.shape
+    remaining = target * pixel_area.sum(axis=1, keepdims=True)  # area still to give to each group
+    order = np.argsort(-np.where(land[..., None], group_prob, -np.inf).reshape(cells, -1), axis=1, kind="stable")
+    chosen = np.full((cells, pixels), -1)
+    rows = np.arange(cells)
+    for r in range(int(land.sum(axis=1).max(initial=0)) * ncol):
+        pix, g = np.divmod(order[:, r], ncol)
+        a = pixel_area[rows, pix]
+        ok = land[rows, pix] & (chosen[rows, pix] < 0) & (remaining[rows, g] >= 0.5 * a)
+        chosen[rows[ok], pix[ok]] = g[ok]
+        remaining[rows[ok], g[ok]] -= a[ok]
+    left = land & (chosen < 0)
+    chosen[left] = np.argmax(group_prob, axis=2)[left]
+    in_group = np.where(groups.T[np.maximum(chosen, 0)] > 0, p, -1.0)  # (cells, k*k, 8)
+    level = np.argmax(in_group, axis=2)
+    if previous is not None:
+        before = _to_blocks(CLASS_INDEX[np.asarray(previous)][None], k)[..., 0]  # -1: no data
+        kept = (before >= 0) & (groups.T[np.maximum(chosen, 0), np.maximum(before, 0)] > 0)
+        level = np.where(kept, before, level)
+    level = np.where(land, level, 0)
+    return _from_blocks(CLASS_CODES[level][..., None], k, (h, w))[0]
+
+
+
+def reference_uncertainty(probs, land_mask):
+    p = np.asarray(probs, dtype=np.float64)[1:]
+    plogp = np.where(p > 0, p * np.log(np.where(p > 0, p, 1.0)), 0.0)
+    entropy = -plogp.sum(axis=0) / np.log(p.shape[0])
+    return np.where(land_mask, np.clip(entropy, 0.0, 1.0), 0.0)
+
+
+def _fields(seed=0, h=24, w=32, k=4):
+    """Random probabilities on a masked grid, a scenario the land can hold, polar-like areas."""
+    rng = np.random.default_rng(seed)
+    land = rng.random((h, w)) > 0.35
+    land[:k, :k] = False  # an all-ocean cell
+    area = np.cos(np.deg2rad(np.linspace(-80, 80, h)))[:, None] * np.ones((1, w))
+    logits = (rng.normal(size=(8, h, w)) * 3).astype(np.float32)
+    share = rng.dirichlet(np.ones(6), size=(h // k, w // k)).transpose(2, 0, 1)[:5] * 0.9
+    scenario = np.repeat(np.repeat(share, k, axis=1), k, axis=2).astype(np.float32)
+    previous = CLASS_CODES[rng.integers(0, 8, size=(h, w))]
+    previous[rng.random((h, w)) > 0.9] = 99  # no data
+    return logits, land, area, scenario, previous
+
+
+def _emulator(k=4):
+    n = 12 + len(STATIC_NAMES) + 8
+    return LandUseEmulator.create(static_names=STATIC_NAMES, coarse_factor=k, fine_resolution_deg=1.0,
+                                  mean=np.zeros(n), std=np.ones(n), widths=(8, 8, 8, 8))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_kernels_agree_with_the_numpy_reference(seed):
+    logits, land, area, scenario, previous = _fields(seed)
+    em = _emulator()
+    probs = em.masked_probabilities(logits, land)
+    np.testing.assert_allclose(probs, em.apply_mask(em.finish(logits), land), rtol=0, atol=1e-14)
+    for iterations in (0, 3, 30):
+        np.testing.assert_allclose(em.conserve(probs, scenario, land, area, iterations=iterations),
+                                   reference_conserve(probs, scenario, land, area, 4, iterations), rtol=0, atol=1e-13)
+    conserved = em.conserve(probs, scenario, land, area)
+    for before in (None, previous):
+        np.testing.assert_array_equal(em.allocate(conserved, scenario, land, area, before),
+                                      reference_allocate(conserved, scenario, land, area, 4, before))
+    np.testing.assert_allclose(em.uncertainty(conserved, land), reference_uncertainty(conserved, land), rtol=0, atol=1e-14)
+
+
+def test_kernels_give_the_same_bits_on_any_cut_of_the_grid():
+    """Slabs of whole coarse-cell rows, and a transposed (Fortran-ordered) input, change no bit."""
+    logits, land, area, scenario, previous = _fields(3, h=32)
+    em = _emulator()
+    whole_probs = em.masked_probabilities(logits, land)
+    whole = em.conserve(whole_probs, scenario, land, area)
+    whole_map = em.allocate(whole, scenario, land, area, previous)
+    np.testing.assert_array_equal(em.conserve(np.asfortranarray(whole_probs), scenario, land, area), whole)
+    for first, end in ((0, 8), (8, 20), (20, 32)):
+        rows = slice(first, end)
+        probs = em.masked_probabilities(logits[:, rows], land[rows])
+        assert np.array_equal(probs, whole_probs[:, rows])
+        part = em.conserve(probs, scenario[:, rows], land[rows], area[rows])
+        assert np.array_equal(part, whole[:, rows])
+        assert np.array_equal(em.allocate(part, scenario[:, rows], land[rows], area[rows], previous[rows]), whole_map[rows])
+
+
+def test_conserve_leaves_its_input_alone_and_checks_shapes():
+    logits, land, area, scenario, _ = _fields(4)
+    em = _emulator()
+    probs = em.masked_probabilities(logits, land)
+    kept = probs.copy()
+    em.conserve(probs, scenario, land, area)
+    assert np.array_equal(probs, kept)
+    with pytest.raises(EmulatorError, match="do not match the land mask"):
+        em.conserve(probs[:, :, :-4], scenario, land, area)
+    with pytest.raises(EmulatorError, match="do not tile coarse cells"):
+        em.allocate(probs[:, :-1], scenario[:, :-1], land[:-1], area[:-1])

@@ -6,8 +6,8 @@ For each shipped emulator (landuse_unet_v1, lai_unet_v1), on a batch of ``batch`
 of ``tile`` × ``tile`` (seeded):
 
 * GFLOP of one forward pass, counted by ``torch.utils.flop_counter.FlopCounterMode`` (it counts
-  the convolutions and matrix products; elementwise work such as the fixed-order 1×1 sums of the
-  FiLM blocks counts 0);
+  the convolutions and matrix products, the 1×1 convolutions of the FiLM blocks and the head
+  included; elementwise work counts 0);
 * the forward's median wall time (``torch.inference_mode``, after a warm-up) at each torch thread
   count, the achieved GFLOP/s and its ratio to the fp32 ``torch.mm`` peak at the same thread count
   (best of square matrices of 1024, 2048, 4096); goal ≥ 0.5;
@@ -15,10 +15,10 @@ of ``tile`` × ``tile`` (seeded):
   and input, or the input batch only),
   TorchScript trace + freeze (folds BatchNorm into the convolutions), + optimize_for_inference
   (oneDNN layouts and fusions), the oneDNN Graph fuser, mkldnn disabled, ``torch.compile``
-  (inductor; compiled once per thread count, as its kernels fix their thread count), and two
-  rewrites of the fixed-order 1×1 sums (``FixedOrderConv1x1`` of emulators/unet.py, also the
-  head) patched into a copy of the model: in-place adds (same bits) and in-place ``addcmul_``
-  (one rounding per step), the latter also with channels_last. Each one's
+  (inductor; compiled once per thread count, as its kernels fix their thread count), and the
+  1×1 convolutions (``MatmulConv1x1`` of emulators/unet.py: the FiLM blocks and the head) as the
+  per-channel fused multiply-adds the plugin ran before it used one matrix product
+  (``fixed_order_1x1``, channels_last). Each one's
   median time, speed-up over the baseline, largest absolute and relative difference to the
   baseline output, and whether its output has the same bits at every thread count (the
   emulators promise that: see ``emulators/unet.py``).
@@ -181,46 +181,32 @@ def _compiled(emulator, example: torch.Tensor) -> Runner:
     return run
 
 
-# The FiLM blocks' FixedOrderConv1x1 (emulators/unet.py) sums its input channels one by one, each
-# step a new full-size tensor: most of the land-use forward's time. Two rewrites of its forward,
-# tried on a copy of the model; adopting one means changing unet.py, not predict_batch.
-
-
-def _film_inplace_add(self, x: torch.Tensor) -> torch.Tensor:
-    """Same sums in the same order, accumulated in place: the same bits."""
+def _fixed_order_1x1(self, x: torch.Tensor, shift: torch.Tensor | None = None) -> torch.Tensor:
+    """The 1×1 convolution as the plugin ran it before: bias + Σ_k w_k·x_k, one in-place fused
+    multiply-add per input channel over the whole tensor."""
     w = self.weight[:, :, 0, 0]
-    y = w[:, 0].view(1, -1, 1, 1) * x[:, 0:1]
-    y.add_(self.bias.view(1, -1, 1, 1))  # bias + w0·x0 (IEEE addition commutes)
-    for k in range(1, x.shape[1]):
-        y.add_(w[:, k].view(1, -1, 1, 1) * x[:, k:k + 1])
-    return y
-
-
-def _film_addcmul(self, x: torch.Tensor) -> torch.Tensor:
-    """Same order, each step one fused multiply-add in place (rounds once where the original rounds twice)."""
-    w = self.weight[:, :, 0, 0]
-    y = w[:, 0].view(1, -1, 1, 1) * x[:, 0:1]
-    y.add_(self.bias.view(1, -1, 1, 1))
+    bias = self.bias if shift is None else self.bias + shift
+    y = bias.view(1, -1, 1, 1) + w[:, 0].view(1, -1, 1, 1) * x[:, 0:1]
     for k in range(1, x.shape[1]):
         y.addcmul_(w[:, k].view(1, -1, 1, 1), x[:, k:k + 1])
     return y
 
 
-def _film_patched(emulator, forward, channels_last: bool = False) -> Runner:
+def _conv1x1_patched(emulator, forward) -> Runner:
+    """A copy of the model whose 1×1 convolutions run ``forward``, channels-last like the plugin."""
     import types
 
-    from ai4land_coupler.emulators.unet import FixedOrderConv1x1
+    from ai4land_coupler.emulators.unet import MatmulConv1x1
 
     model = copy.deepcopy(emulator.model)
     for module in model.modules():
-        if isinstance(module, FixedOrderConv1x1):
+        if isinstance(module, MatmulConv1x1):
             module.forward = types.MethodType(forward, module)
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
-    model = model.to(memory_format=fmt)
+    model = model.to(memory_format=torch.channels_last)
 
     def run(x):
         with torch.inference_mode():
-            return model(torch.from_numpy(x).contiguous(memory_format=fmt)).contiguous().numpy()
+            return model(torch.from_numpy(x).contiguous(memory_format=torch.channels_last)).contiguous().numpy()
     return run
 
 
@@ -233,9 +219,7 @@ VARIANTS: dict[str, Callable] = {
     "jit_onednn_graph_fuser": _onednn_graph,
     "mkldnn_disabled": _mkldnn_off,
     "torch_compile": _compiled,
-    "film_inplace_add": lambda e, x: _film_patched(e, _film_inplace_add),
-    "film_addcmul": lambda e, x: _film_patched(e, _film_addcmul),
-    "film_addcmul_channels_last": lambda e, x: _film_patched(e, _film_addcmul, channels_last=True),
+    "fixed_order_1x1": lambda e, x: _conv1x1_patched(e, _fixed_order_1x1),
 }
 
 

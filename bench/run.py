@@ -112,7 +112,7 @@ def main() -> int:
         print(f"\n## {title}\n\n{text}", flush=True)
         sections.append((title, text))
 
-    step = bench_step.measure(threads=2)
+    step = bench_step.measure(threads=2, repeats=2 if quick else 5)
     section("(a) Coupled step against a bare forward", bench_step.table(step))
     bridge = bench_bridge.bench_bridge(ncalls=20_000 if quick else 200_000)
     section("(b) Bridge from Fortran", bench_bridge.markdown(bridge))

@@ -135,6 +135,7 @@ class Component:
         self.clock = ModelClock(cfg.calendar, cfg.lai_cadence, cfg.lai_interval_days)
         self.crosswalk_levels = crosswalks.field_levels(cfg.crosswalk)
         self.fine_map: np.ndarray | None = None  # this slab's rows
+        self._classes: tuple | None = None  # (fine map, its one-hot classes, their covers): _map_classes
         self._landuse_started = False
         self._prefetch: _Prefetch | None = None
         self.fine_lai: np.ndarray | None = None
@@ -549,16 +550,24 @@ class Component:
         whose middle is ``day_of_year`` (days since 1 January)."""
         em = self.lai_emulator
         on_slab = self.slab >= 0
-        classes = one_hot_classes(self.fine_map).astype(np.float64) if on_slab else None
+        classes, covers = self._map_classes() if on_slab else (None, None)
         raw = self._predict(em, lambda: em.inputs(classes, drivers, day_of_year))
         fine_lai = em.apply_mask(em.finish(raw)[0], self.world.land_mask) if on_slab else None
         lai = fine_lai[None] if on_slab else None
         fields = {"lai": (lai, None), "lai_per_class": (lai, classes)}
         if self.config.crosswalk == "ecland":
-            covers = crosswalks.ecland_covers(classes) if on_slab else None
             fields.update({name: (lai, covers[cover][None] if on_slab else None)
                            for name, cover in crosswalks.ECLAND_LAI.items()})
         return fine_lai, dict(zip(fields, self._means(*fields.values())))
+
+    def _map_classes(self) -> tuple[np.ndarray, dict | None]:
+        """The current fine map's one-hot classes (8, rows, W) float64 and, with the ECLand crosswalk,
+        their covers; computed once per map (every new map is a new array)."""
+        if self._classes is None or self._classes[0] is not self.fine_map:
+            classes = one_hot_classes(self.fine_map).astype(np.float64)
+            covers = crosswalks.ecland_covers(classes) if self.config.crosswalk == "ecland" else None
+            self._classes = (self.fine_map, classes, covers)
+        return self._classes[1:]
 
     def _daily_lai(self, date) -> tuple[np.ndarray | None, dict]:
         """LAI of a day: linear in time between the emulated LAI of the middles of the months before

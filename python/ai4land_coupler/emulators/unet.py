@@ -5,8 +5,8 @@ optional FiLM conditioning.
   depends only on the inputs within :meth:`UNet.receptive_radius`: a tile's prediction equals the
   whole-field prediction wherever the tile holds the pixel's whole receptive field (per-sample
   normalisation such as GroupNorm would make every pixel depend on the whole tile).
-* **Thread-count invariant.** No transcendental elementwise functions and a fixed-order 1×1
-  convolution, so the bits do not depend on how many ranks and threads run it.
+* **Thread-count invariant.** No transcendental elementwise functions and 1×1 convolutions as
+  matrix products, so the bits do not depend on how many ranks and threads run it.
 * **FiLM** (feature-wise linear modulation, Perez et al. 2018): chosen input channels (the
   bioclimatic variables) are average-pooled to each level and turned by a small 1×1 network into
   a per-pixel scale and shift of every block's features, so the climate modulates how the
@@ -19,22 +19,31 @@ import torch.nn.functional as F
 from torch import nn
 
 
-class FixedOrderConv1x1(nn.Conv2d):
-    """1×1 convolution summed over input channels in a fixed order.
+class MatmulConv1x1(nn.Conv2d):
+    """1×1 convolution as one matrix product over the pixels (the rows of a channels-last tensor).
 
-    The library 1×1 path changes its summation with the torch thread count, and so the bits; this
-    keeps the output identical for any thread count (the weights are those of an ``nn.Conv2d``).
+    The library's 1×1 convolution path changes its summation with the torch thread count, and so
+    the bits; the matrix product splits the pixels among the threads, not the channel sums, so its
+    output is the same for any thread count (``tests/test_determinism.py``). The weights are those
+    of an ``nn.Conv2d``. Fewer than ``MIN_COLUMNS`` outputs are padded with zero columns, so that
+    the product stays a matrix-matrix one.
     """
+
+    MIN_COLUMNS = 8
 
     def __init__(self, c_in: int, c_out: int):
         super().__init__(c_in, c_out, 1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        w = self.weight[:, :, 0, 0]
-        y = self.bias.view(1, -1, 1, 1) + w[:, 0].view(1, -1, 1, 1) * x[:, 0:1]
-        for k in range(1, x.shape[1]):
-            y.addcmul_(w[:, k].view(1, -1, 1, 1), x[:, k:k + 1])  # fused multiply-add in place, one pass per channel
-        return y
+    def forward(self, x: torch.Tensor, shift: torch.Tensor | None = None) -> torch.Tensor:
+        """``shift`` (C_out): added to the bias (in the same pass)."""
+        b, c, h, w = x.shape
+        rows = x.permute(0, 2, 3, 1).reshape(-1, c)  # a view when x is channels-last
+        weight, bias = self.weight.view(self.out_channels, c).t(), self.bias if shift is None else self.bias + shift
+        if self.out_channels < self.MIN_COLUMNS:  # zero columns: a matrix-vector product may split the sums
+            weight = F.pad(weight, (0, self.MIN_COLUMNS - self.out_channels))
+            bias = F.pad(bias, (0, self.MIN_COLUMNS - self.out_channels))
+        y = torch.addmm(bias, rows, weight)[:, :self.out_channels]
+        return y.reshape(b, h, w, -1).permute(0, 3, 1, 2)
 
 
 class FiLM(nn.Module):
@@ -42,14 +51,15 @@ class FiLM(nn.Module):
 
     def __init__(self, cond_channels: int, channels: int, hidden: int = 16):
         super().__init__()
-        self.hidden = FixedOrderConv1x1(cond_channels, hidden)
-        self.out = FixedOrderConv1x1(hidden, 2 * channels)
+        self.hidden = MatmulConv1x1(cond_channels, hidden)
+        self.out = MatmulConv1x1(hidden, 2 * channels)
         nn.init.zeros_(self.out.weight)  # starts as the identity
         nn.init.zeros_(self.out.bias)
+        self.register_buffer("identity_shift", torch.cat([torch.ones(channels), torch.zeros(channels)]), persistent=False)
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        gamma, beta = self.out(F.leaky_relu(self.hidden(cond), 0.1)).chunk(2, dim=1)
-        return x * (1.0 + gamma) + beta
+        gamma, beta = self.out(F.leaky_relu(self.hidden(cond), 0.1), shift=self.identity_shift).chunk(2, dim=1)
+        return torch.addcmul(beta, x, gamma)  # gamma holds 1 + γ
 
 
 class DoubleConv(nn.Module):
@@ -62,11 +72,12 @@ class DoubleConv(nn.Module):
         self.film = FiLM(cond_channels, c_out) if cond_channels else None
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
-        x = F.leaky_relu(self.norm1(self.conv1(x)), 0.1)
+        inplace = not self.training  # autograd keeps the unactivated tensors
+        x = F.leaky_relu(self.norm1(self.conv1(x)), 0.1, inplace=inplace)
         x = self.norm2(self.conv2(x))
         if self.film is not None:
             x = self.film(x, cond)
-        return F.leaky_relu(x, 0.1)
+        return F.leaky_relu(x, 0.1, inplace=inplace)
 
 
 class UNet(nn.Module):
@@ -99,7 +110,7 @@ class UNet(nn.Module):
             self.up.append(nn.ConvTranspose2d(c, w, 2, stride=2))
             self.merge.append(DoubleConv(2 * w, w, n_cond))
             c = w
-        self.head = FixedOrderConv1x1(c, out_channels)
+        self.head = MatmulConv1x1(c, out_channels)
 
     @classmethod
     def receptive_radius(cls) -> int:

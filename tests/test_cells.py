@@ -169,6 +169,17 @@ def test_kernels_give_the_same_bits_on_any_cut_of_the_grid():
         assert np.array_equal(em.allocate(part, scenario[:, rows], land[rows], area[rows], previous[rows]), whole_map[rows])
 
 
+def test_masked_lai_is_the_softplus_over_land():
+    from ai4land_coupler.emulators import LaiEmulator
+
+    rng = np.random.default_rng(5)
+    raw = (rng.normal(size=(1, 12, 20)) * 30).astype(np.float32)  # both tails of the softplus
+    land = rng.random((12, 20)) > 0.4
+    lai = LaiEmulator.masked_lai(raw, land)
+    assert lai.dtype == np.float32 and lai.shape == land.shape
+    np.testing.assert_array_equal(lai, LaiEmulator.apply_mask(LaiEmulator.finish(raw)[0], land))
+
+
 def test_conserve_leaves_its_input_alone_and_checks_shapes():
     logits, land, area, scenario, _ = _fields(4)
     em = _emulator()

@@ -552,7 +552,7 @@ class Component:
         on_slab = self.slab >= 0
         classes, covers = self._map_classes() if on_slab else (None, None)
         raw = self._predict(em, lambda: em.inputs(classes, drivers, day_of_year))
-        fine_lai = em.apply_mask(em.finish(raw)[0], self.world.land_mask) if on_slab else None
+        fine_lai = em.masked_lai(raw, self.world.land_mask) if on_slab else None
         lai = fine_lai[None] if on_slab else None
         fields = {"lai": (lai, None), "lai_per_class": (lai, classes)}
         if self.config.crosswalk == "ecland":
@@ -561,10 +561,10 @@ class Component:
         return fine_lai, dict(zip(fields, self._means(*fields.values())))
 
     def _map_classes(self) -> tuple[np.ndarray, dict | None]:
-        """The current fine map's one-hot classes (8, rows, W) float64 and, with the ECLand crosswalk,
+        """The current fine map's one-hot classes (8, rows, W) float32 and, with the ECLand crosswalk,
         their covers; computed once per map (every new map is a new array)."""
         if self._classes is None or self._classes[0] is not self.fine_map:
-            classes = one_hot_classes(self.fine_map).astype(np.float64)
+            classes = one_hot_classes(self.fine_map)
             covers = crosswalks.ecland_covers(classes) if self.config.crosswalk == "ecland" else None
             self._classes = (self.fine_map, classes, covers)
         return self._classes[1:]

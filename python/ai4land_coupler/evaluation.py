@@ -15,8 +15,8 @@ Scores count land pixels whose observed class is known (not :data:`NODATA`):
   reference that knows the observed map, the same climatology applied to the observed map.
 
 Fields are predicted as in the coupled model: :func:`inference.tiled_predict` (Gaussian sliding
-window, the namelist's default tile and overlap), then the emulator's ``finish`` and ``apply_mask`` (fused for land use) and, for land use, ``conserve``
-and ``allocate``.
+window, the namelist's default tile and overlap), then the emulator's masked finish
+(``masked_probabilities`` or ``masked_lai``) and, for land use, ``conserve`` and ``allocate``.
 """
 from __future__ import annotations
 
@@ -124,8 +124,7 @@ def predict_landuse(emulator: LandUseEmulator, world: WorldData, year: int, prev
 def predict_lai(emulator: LaiEmulator, world: WorldData, class_map: np.ndarray, drivers: np.ndarray, month: int) -> np.ndarray:
     """LAI (H, W) of a month (mid-month day of year) given the class map and the drivers."""
     x = emulator.inputs(one_hot_classes(class_map), drivers, MID_MONTH_DOY[month - 1])
-    lai = emulator.finish(blended_output(emulator, x, wrap_lon=world.fine_grid.is_global))[0]
-    return emulator.apply_mask(lai, world.land_mask)
+    return emulator.masked_lai(blended_output(emulator, x, wrap_lon=world.fine_grid.is_global), world.land_mask)
 
 
 # ---------------------------------------------------------------- land use

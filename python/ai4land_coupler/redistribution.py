@@ -26,18 +26,39 @@ _ONE = np.ones((1, 1))
 
 
 @numba.njit(cache=True, nogil=True)
-def _weighted_sums(cell, pixel, up, values, weights, out):
-    """``out[l, c] += Σ w·v`` and ``out[L + l, c] += Σ w`` over the entries (cell, pixel, up) in entry
-    order, with ``w = up · weights[l, pixel]`` and ``v = values[l, pixel]``; a field of one level
-    serves every level, and ``weights`` of shape (1, 1) is a weight of one."""
-    levels = out.shape[0] // 2
+def _weighted_sums(slot, pixel, up, values, weights, levels, out, first):
+    """``out[s, first + l] += Σ w·v`` and ``out[s, first + levels + l] += Σ w`` over the entries
+    (slot s, pixel, up) in entry order, with ``w = up · weights[l, pixel]`` and ``v = values[l, pixel]``;
+    a field of one level serves every level, and ``weights`` of shape (1, 1) is a weight of one."""
     per_level_v, per_level_w, per_pixel_w = values.shape[0] > 1, weights.shape[0] > 1, weights.shape[1] > 1
-    for e in range(cell.size):
-        c, p = cell[e], pixel[e]
+    for e in range(slot.size):
+        s, p = slot[e], pixel[e]
         for level in range(levels):
             w = up[e] * weights[level if per_level_w else 0, p if per_pixel_w else 0]
-            out[level, c] += w * values[level if per_level_v else 0, p]
-            out[levels + level, c] += w
+            out[s, first + level] += w * values[level if per_level_v else 0, p]
+            out[s, first + levels + level] += w
+
+
+@numba.njit(cache=True, nogil=True)
+def _add_rows(total, message, offset, positions):
+    """``total[positions[i]] += message[offset + i·width : …]``, width = total's row length."""
+    width = total.shape[1]
+    for i in range(positions.size):
+        row = positions[i]
+        for k in range(width):
+            total[row, k] += message[offset + i * width + k]
+
+
+@numba.njit(cache=True, nogil=True)
+def _ratio(total, first, levels):
+    """(levels, rows): ``total[:, first + l] / total[:, first + levels + l]``, 0 where the latter is 0."""
+    out = np.zeros((levels, total.shape[0]))
+    for row in range(total.shape[0]):
+        for level in range(levels):
+            den = total[row, first + levels + level]
+            if den > 0:
+                out[level, row] = total[row, first + level] / den
+    return out
 
 
 @dataclass
@@ -47,6 +68,8 @@ class _BandCells:
     cells: np.ndarray  # the host cells the band touches, sorted
     inverse: np.ndarray  # entry → index into cells
     to_rank: dict[int, np.ndarray]  # owner rank → indices into cells that it owns
+    slot: np.ndarray  # entry → row of the band's sums, whose rows are each owner's cells in turn
+    ranges: dict[int, tuple[int, int]]  # owner rank → its rows of the band's sums
 
 
 class HostExchange:
@@ -68,7 +91,12 @@ class HostExchange:
             e = host_map.entries(*band.rows)
             cells, inverse = np.unique(e.cell, return_inverse=True)
             to_rank = {int(r): np.flatnonzero(owner[cells] == r) for r in np.unique(owner[cells])}
-            self.bands.append(_BandCells(band, e, cells, inverse, to_rank))
+            row_of_cell = np.empty(cells.size, dtype=np.int64)
+            ranges, start = {}, 0
+            for rank, index in to_rank.items():
+                row_of_cell[index] = np.arange(start, start + index.size)
+                ranges[rank], start = (start, start + index.size), start + index.size
+            self.bands.append(_BandCells(band, e, cells, inverse, to_rank, row_of_cell[inverse], ranges))
         # Tell each owner which of its cells each band sends, in band order: [band, count, positions…]…
         send = [[] for _ in range(comm.size)]
         for b in self.bands:
@@ -98,29 +126,26 @@ class HostExchange:
         levels = next((s for s in self.comm.allgather(spec) if s is not None), None)
         if levels is None:  # no rank holds a band: nothing is mapped
             return [np.zeros((len(fields), self.nlocal)) for _ in fields]
+        nsums = 2 * sum(levels)
         send = [[] for _ in range(self.comm.size)]
         for b in self.bands:
-            sums = np.zeros((2 * sum(levels), b.cells.size))
+            sums = np.zeros((b.cells.size, nsums))
             k = 0
             for n, (values, weights) in zip(levels, fields):
                 weights = _ONE if weights is None else self._rows(weights, b.band)
-                _weighted_sums(b.inverse, b.entries.pixel, b.entries.up, self._rows(values, b.band), weights,
-                               sums[k:k + 2 * n])
+                _weighted_sums(b.slot, b.entries.pixel, b.entries.up, self._rows(values, b.band), weights, n, sums, k)
                 k += 2 * n
-            for rank, index in b.to_rank.items():
-                send[rank].append(sums[:, index].ravel())
+            for rank, (start, end) in b.ranges.items():
+                send[rank].append(sums[start:end].ravel())
         received = self.comm.alltoallv([np.concatenate(m) if m else np.empty(0) for m in send], np.float64)
-        nsums = 2 * sum(levels)
-        total = np.zeros((nsums, self.nlocal))
+        total = np.zeros((self.nlocal, nsums))
         offsets = [0] * self.comm.size
         for _, rank, positions in self.incoming:  # band order
-            size = nsums * positions.size
-            total[:, positions] += received[rank][offsets[rank]:offsets[rank] + size].reshape(nsums, -1)
-            offsets[rank] += size
+            _add_rows(total, received[rank], offsets[rank], positions)
+            offsets[rank] += nsums * positions.size
         out, k = [], 0
         for n in levels:
-            num, den = total[k:k + n], total[k + n:k + 2 * n]
-            out.append(np.where(den > 0, num / np.where(den > 0, den, 1.0), 0.0))
+            out.append(_ratio(total, k, n))
             k += 2 * n
         return out
 

@@ -7,6 +7,7 @@ the local season. The network ends in a softplus, so LAI ≥ 0 by construction.
 """
 from __future__ import annotations
 
+import numba
 import numpy as np
 import torch
 from torch import nn
@@ -32,6 +33,18 @@ def lai_features(class_fractions: np.ndarray, drivers: np.ndarray, day_of_year: 
     season = np.broadcast_to(np.array([np.sin(angle), np.cos(angle)], np.float32)[:, None, None],
                              (2,) + class_fractions.shape[1:])
     return np.concatenate([class_fractions, drivers, season])
+
+
+@numba.njit(cache=True, nogil=True)
+def _masked_softplus(raw, land):
+    """float32 softplus log(1 + e^x), evaluated in float64, on land; 0 elsewhere."""
+    out = np.zeros(raw.shape, dtype=np.float32)
+    for y in range(raw.shape[0]):
+        for x in range(raw.shape[1]):
+            if land[y, x]:
+                v = np.float64(raw[y, x])
+                out[y, x] = max(v, 0.0) + np.log1p(np.exp(-abs(v)))
+    return out
 
 
 def lai_from_raw(raw: torch.Tensor) -> torch.Tensor:
@@ -74,6 +87,11 @@ class LaiEmulator(Emulator):
     def finish(raw: np.ndarray) -> np.ndarray:
         """LAI (1, H, W) in m2 m-2 from the blended network output: softplus, in float64 numpy."""
         return np.logaddexp(0.0, raw.astype(np.float64))
+
+    @staticmethod
+    def masked_lai(raw: np.ndarray, land_mask: np.ndarray) -> np.ndarray:
+        """``apply_mask(finish(raw)[0], land_mask)`` in one pass: LAI (H, W) float32."""
+        return _masked_softplus(np.ascontiguousarray(raw[0]), np.ascontiguousarray(land_mask, dtype=bool))
 
     @staticmethod
     def apply_mask(lai: np.ndarray, land_mask: np.ndarray) -> np.ndarray:

@@ -1,6 +1,6 @@
 """(a) The coupled step against a bare PyTorch forward over the same tiles, in one process.
 
-    python bench/bench_step.py [--threads 2]
+    python bench/bench_step.py [--threads 2] [--repeats 5]
 
 The coupled step is what the host waits for in ``Component.step``: the input features, the halo
 and tile-sum exchanges, the Gaussian blend, for land use the projection on the scenario, the
@@ -8,10 +8,16 @@ conservation check and the allocation, and the host-grid means. The bare forward
 alone on the same tiles in the same batches (``Emulator.predict_batch``), timed inside the step.
 Medians over ``repeats`` model years (a land-use step on 1 January, an LAI step on 1 February);
 the ratio is the median of the per-step ratios.
+
+A second table says where the rest of the step goes: each stage is timed by wrapping the
+function that does it (:data:`STAGES`), and "other" is what no stage covers.
 """
 from __future__ import annotations
 
 import argparse
+import collections
+import contextlib
+import functools
 import statistics
 import sys
 import tempfile
@@ -25,6 +31,67 @@ from conftest import WORLD, write_namelist  # noqa: E402
 
 LAST_SCENARIO_YEAR = 2034  # of the generated world in data/world
 
+# stage → the functions that do it, as (module, owner in that module or None, name).
+STAGES = {
+    "network (bare forward)": [("emulators.checkpoint", "Emulator", "predict_batch")],
+    "tiles: cut, weight, sum": [("inference", None, "_band_sums")],
+    "halo exchange": [("inference", None, "with_halo")],
+    "blend of the tile sums": [("inference", None, "blend")],
+    "input features": [("emulators.landuse", "LandUseEmulator", "inputs"), ("emulators.lai", "LaiEmulator", "inputs")],
+    "scenario read": [("datasets", "WorldData", "scenario_groups_fine")],
+    "drivers read": [("component", "Component", "_drivers")],
+    "projection on the scenario": [("emulators.landuse", "LandUseEmulator", "conserve")],
+    "allocation": [("emulators.landuse", "LandUseEmulator", "allocate")],
+    "conservation check": [("component", "Component", "_check_conservation")],
+    "host-cell means": [("component", "Component", "_means")],
+}
+NESTED = ("tiles: cut, weight, sum", "network (bare forward)")  # the first stage holds the second
+SCOPES = {"landuse": "_advance_landuse", "lai": "_advance_lai"}  # the Component method of each emulator's step
+
+
+def _wrap(owner, name: str, before, after) -> tuple:
+    """Replace ``owner.name`` by a function that calls ``before()``, the original, then
+    ``after(token)`` with what ``before`` returned; returns what undoes it."""
+    original = owner.__dict__[name]
+    function = original.__func__ if isinstance(original, staticmethod) else original
+
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        token = before()
+        try:
+            return function(*args, **kwargs)
+        finally:
+            after(token)
+    setattr(owner, name, staticmethod(wrapper) if isinstance(original, staticmethod) else wrapper)
+    return owner, name, original
+
+
+@contextlib.contextmanager
+def _timed_stages(spent: dict):
+    """Time every stage: ``spent[(emulator, stage)]`` adds up the stage's time inside that emulator's
+    step. Unwrapped on exit."""
+    import importlib
+
+    scope = [None]
+    undo = []
+    component = importlib.import_module("ai4land_coupler.component").Component
+    for kind, method in SCOPES.items():
+        undo.append(_wrap(component, method, lambda kind=kind: scope.__setitem__(0, kind),
+                          lambda _: scope.__setitem__(0, None)))
+    for stage, functions in STAGES.items():
+        for module_name, owner_name, name in functions:
+            module = importlib.import_module(f"ai4land_coupler.{module_name}")
+            owner = getattr(module, owner_name) if owner_name else module
+
+            def add(t0, stage=stage):
+                spent[(scope[0], stage)] += time.perf_counter() - t0
+            undo.append(_wrap(owner, name, time.perf_counter, add))
+    try:
+        yield
+    finally:
+        for owner, name, original in reversed(undo):
+            setattr(owner, name, original)
+
 
 def measure(threads: int = 2, world: Path = WORLD, repeats: int = 5) -> list[dict]:
     import torch
@@ -34,40 +101,50 @@ def measure(threads: int = 2, world: Path = WORLD, repeats: int = 5) -> list[dic
     from ai4land_coupler.partition import Box
 
     torch.set_num_threads(threads)
-    with tempfile.TemporaryDirectory() as tmp:
+    spent = collections.defaultdict(float)
+    with tempfile.TemporaryDirectory() as tmp, _timed_stages(spent):
         nml = write_namelist(Path(tmp) / "bench.nml", world, prefetch_landuse=".false.", torch_threads=threads)
         c = Component()
         c.init(SerialComm(), nml)
         c.def_partition(Box(0, 0, 180, 90))
         c.enddef()
-        forward = {"landuse": 0.0, "lai": 0.0}
-        for kind, em in (("landuse", c.landuse_emulator), ("lai", c.lai_emulator)):
-            def timed(x, em=em, kind=kind):
-                t0 = time.perf_counter()
-                y = type(em).predict_batch(em, x)
-                forward[kind] += time.perf_counter() - t0
-                return y
-            em.predict_batch = timed
         first = LAST_SCENARIO_YEAR - repeats + 1
         c.step((first - 1, 1, 1, 0))  # warm-up: the initial map, the first land use and LAI
         samples = {"landuse": [], "lai": []}
         for year in range(first, LAST_SCENARIO_YEAR + 1):
             for kind, when in (("landuse", (year, 1, 1, 0)), ("lai", (year, 2, 1, 0))):
-                before, forward[kind] = dict(c.timings), 0.0
+                before = dict(c.timings)
+                spent.clear()
                 c.step(when)
-                samples[kind].append((c.timings[kind] - before.get(kind, 0.0), forward[kind]))
+                step = c.timings[kind] - before.get(kind, 0.0)
+                samples[kind].append((step, {stage: t for (k, stage), t in spent.items() if k == kind}))
         c.finalize()
     tiles = len(c.layout.lattice.tiles)
-    return [{"emulator": kind, "tiles": tiles, "steps": len(s), "step_s": statistics.median(a for a, _ in s),
-             "forward_s": statistics.median(b for _, b in s), "ratio": statistics.median(a / b for a, b in s)}
-            for kind, s in samples.items()]
+    rows = []
+    for kind, runs in samples.items():
+        forward = [s["network (bare forward)"] for _, s in runs]
+        stages = {stage: statistics.median(s.get(stage, 0.0) for _, s in runs) for stage in STAGES}
+        stages[NESTED[0]] -= stages[NESTED[1]]
+        step = statistics.median(t for t, _ in runs)
+        stages["other"] = step - sum(stages.values())
+        rows.append({"emulator": kind, "tiles": tiles, "steps": len(runs), "step_s": step,
+                     "forward_s": statistics.median(forward),
+                     "ratio": statistics.median(t / f for (t, _), f in zip(runs, forward)), "stages": stages})
+    return rows
 
 
 def table(rows: list[dict]) -> str:
     lines = ["| emulator | tiles of 128² | steps | coupled step (s) | bare forward (s) | step / forward |",
              "| --- | ---: | ---: | ---: | ---: | ---: |"]
-    lines += [f"| {r['emulator']} | {r['tiles']} | {r['steps']} | {r['step_s']:.3f} | {r['forward_s']:.3f} | {r['ratio']:.2f} |"
-              for r in rows]
+    lines += [f"| {r['emulator']} | {r['tiles']} | {r['steps']} | {r['step_s']:.3f} | {r['forward_s']:.3f} | "
+              f"{r['ratio']:.2f} |" for r in rows]
+    lines += ["", "Where a step's time goes (ms, medians; \"tiles\" excludes the network inside it):", "",
+              "| stage | " + " | ".join(r["emulator"] for r in rows) + " |",
+              "| --- |" + " ---: |" * len(rows)]
+    for stage in rows[0]["stages"]:
+        values = [r["stages"][stage] * 1e3 for r in rows]
+        if any(abs(v) >= 0.05 for v in values):
+            lines.append(f"| {stage} | " + " | ".join(f"{v:.1f}" for v in values) + " |")
     return "\n".join(lines)
 
 

@@ -1,5 +1,6 @@
 """Smoke tests of the benchmarks (bench/): the FLOP count, the bridge bench's parser and its
-address comparison (on a captured sample), and one short run of the Fortran bridge bench."""
+address comparison (on a captured sample), one short run of the Fortran bridge bench, and the
+step bench's accounting."""
 from __future__ import annotations
 
 import copy
@@ -126,3 +127,23 @@ def test_fortran_bridge_bench_runs_and_the_contiguous_path_copies_nothing():
     assert {t["what"] for t in timings} == {"empty_call", "put", "get", "fortran_copy"}
     assert all(t["us_per_call"] > 0 for t in timings)
     assert time.perf_counter() - t0 < 60
+
+
+def test_step_bench_accounts_for_the_whole_step_and_unwraps_its_timers():
+    import bench_step
+
+    from ai4land_coupler.component import Component
+    from ai4land_coupler.inference import with_halo
+
+    rows = {r["emulator"]: r for r in bench_step.measure(threads=1, repeats=1)}
+    assert set(rows) == {"landuse", "lai"}
+    for r in rows.values():
+        stages = r["stages"]
+        assert abs(sum(stages.values()) - r["step_s"]) < 1e-9  # "other" closes the account
+        assert 0 < r["forward_s"] == stages["network (bare forward)"] < r["step_s"]
+        assert r["ratio"] == pytest.approx(r["step_s"] / r["forward_s"])
+        assert stages["tiles: cut, weight, sum"] > 0 and stages["host-cell means"] > 0
+    assert rows["landuse"]["stages"]["projection on the scenario"] > 0 == rows["lai"]["stages"]["projection on the scenario"]
+    assert rows["lai"]["stages"]["drivers read"] > 0 == rows["landuse"]["stages"]["drivers read"]
+    import ai4land_coupler.inference as inference
+    assert inference.with_halo is with_halo and "wrapper" not in Component._means.__qualname__

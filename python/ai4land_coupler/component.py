@@ -469,9 +469,9 @@ class Component:
         scenario = collective(self.comm, lambda: self.world.scenario_groups_fine(year) if on_slab else None)
         inputs = collective(self.comm, lambda: em.inputs(scenario, self.world.static, self.fine_map, self.fine_area)
                             if on_slab else None)
-        padded = with_halo(inputs, self.layout, comm=self.comm, slab=self.slab, slab_ranks=self.runtime.inference_ranks)
+        field = with_halo(inputs, self.layout, comm=self.comm, slab=self.slab, slab_ranks=self.runtime.inference_ranks)
         self._prefetch = _Prefetch(year, scenario)
-        self._prefetch.run(lambda: slab_sums(em.predict_batch if em is not None else None, padded, self.layout,
+        self._prefetch.run(lambda: slab_sums(em.predict_batch if em is not None else None, field, self.layout,
                                              slab=self.slab), self.timings)
 
     def _poll_prefetch(self) -> None:

@@ -11,9 +11,9 @@ sums (σ = tile/8, as MONAI and nnU-Net) go to the bands they overlap. Tiles are
 receives in band order, so the result is the same bits for any number of host or inference ranks.
 
 Tiles start at multiples of the step, itself a multiple of the U-Net's 8× downsampling, so every
-tile pools on the same pixel phase as a whole-field pass; the field is padded at its far edges
-(wrapped in longitude on a global grid; zeros at the edges of a regional grid) so that the last tile
-fits. A tile's prediction then equals the whole-field one wherever the tile holds the pixel's whole
+tile pools on the same pixel phase as a whole-field pass; tiles that pass the field's far edges
+are completed as they are cut (wrapped in longitude and the last row repeated on a global grid;
+zeros on a regional grid), so that the last tile fits. A tile's prediction then equals the whole-field one wherever the tile holds the pixel's whole
 receptive field, and blending only mixes in the cut edges of tiles at small Gaussian weight
 (``tests/test_inference.py`` measures this seam).
 """
@@ -117,29 +117,9 @@ def _overlap(a: tuple[int, int], b: tuple[int, int]) -> tuple[int, int]:
     return max(a[0], b[0]), min(a[1], b[1])
 
 
-def _pad(pieces: list[np.ndarray], layout: BandLayout, first: int, reach: int) -> np.ndarray:
-    """The rows [first, reach) of a (C, rows, W) field that starts at row ``first``, given as pieces
-    of consecutive rows that hold the grid rows up to min(reach, nlat), padded at the far edges so
-    that every tile can be cut: a global grid wraps in longitude and replicates its last row at
-    the pole; a regional grid pads with zeros (the mean of the normalised inputs), as the
-    convolutions do at its near edges. One copy of the data."""
-    lat = layout.lattice
-    wrap, nlon = lat.wrap_lon, lat.nlon
-    width = max(lat.lon_starts) + lat.tile
-    out = (np.empty if wrap else np.zeros)((pieces[0].shape[0], reach - first, width), np.float32)
-    rows = 0
-    for piece in pieces:
-        out[:, rows:rows + piece.shape[1], :nlon] = piece
-        rows += piece.shape[1]
-    if wrap:
-        out[:, :rows, nlon:] = out[:, :rows, np.arange(nlon, width) % nlon]
-        out[:, rows:] = out[:, rows - 1:rows]
-    return out
-
-
 def _halo(inputs: np.ndarray | None, layout: BandLayout, comm: Communicator, slab: int,
           slab_ranks) -> list[np.ndarray] | None:
-    """This slab's inputs, then the rows its tiles reach in the following slabs; collective."""
+    """This slab's inputs, then the pieces of the rows its tiles reach in the following slabs; collective."""
     nlat = layout.lattice.nlat
     send = [np.empty(0, np.float32) for _ in range(comm.size)]
     for other, rank in enumerate(slab_ranks):
@@ -164,6 +144,33 @@ def _halo(inputs: np.ndarray | None, layout: BandLayout, comm: Communicator, sla
 
 
 @numba.njit(cache=True, nogil=True)
+def _cut_tile(field, first, row, col, wrap, out):
+    """``out`` (C, t, t) = the tile whose first grid cell is (row, col), from ``field`` (C, rows, W),
+    the grid rows [first, first + rows). Beyond the field's last row: that row on a global grid
+    (the pole), zero on a regional one; beyond its last column: the columns from the start on a
+    global grid (longitude wraps), zero on a regional one (the mean of the normalised inputs, as
+    the convolutions pad at the near edges)."""
+    channels, rows, width = field.shape
+    size = out.shape[1]
+    for k in range(channels):
+        for y in range(size):
+            r = row + y - first
+            if r >= rows and not wrap:
+                out[k, y, :] = 0.0
+                continue
+            source = field[k, min(r, rows - 1)]
+            x = 0
+            while x < size:  # runs of columns up to the field's east edge, then from its start (or zeros)
+                c = col + x if not wrap else (col + x) % width
+                if c >= width:
+                    out[k, y, x:] = 0.0
+                    break
+                n = min(size - x, width - c)
+                out[k, y, x:x + n] = source[c:c + n]
+                x += n
+
+
+@numba.njit(cache=True, nogil=True)
 def _add_weighted(sums, tile_out, weights, row, col):
     """``sums[:-1]`` += weights · tile_out and ``sums[-1]`` += weights, on the tile at (row, col)."""
     levels, size = tile_out.shape[0], tile_out.shape[1]
@@ -176,7 +183,7 @@ def _add_weighted(sums, tile_out, weights, row, col):
             sums[levels, row + y, col + x] += weights[y, x]
 
 
-def _band_sums(predict_batch, padded: np.ndarray, first: int, band: Band, layout: BandLayout,
+def _band_sums(predict_batch, field: np.ndarray, first: int, band: Band, layout: BandLayout,
                batch_size: int) -> np.ndarray | None:
     """A band's tiles, predicted in batches of fixed composition and summed in tile order with their
     Gaussian weights: (K+1, rows, W) float64 over the grid rows [band first row, reach), the last
@@ -190,12 +197,17 @@ def _band_sums(predict_batch, padded: np.ndarray, first: int, band: Band, layout
     sums = None
     for k in range(0, len(band.tiles), batch_size):
         batch = band.tiles[k:k + batch_size]
-        x = np.stack([padded[:, j - first:j - first + tile, i:i + tile] for j, i in batch])
-        if len(batch) == 1:  # a batch of one can take another kernel path, whose bits vary with the thread count
-            x = np.concatenate([x, x])
+        # a batch of one can take another kernel path, whose bits vary with the thread count: doubled
+        x = np.empty((max(len(batch), 2), field.shape[0], tile, tile), dtype=np.float32)
+        for n, (j, i) in enumerate(batch * 2 if len(batch) == 1 else batch):
+            if j - first + tile <= field.shape[1] and i + tile <= nlon:
+                x[n] = field[:, j - first:j - first + tile, i:i + tile]
+            else:
+                _cut_tile(field, first, j, i, lat.wrap_lon, x[n])
         out = np.asarray(predict_batch(x), dtype=np.float32)[:len(batch)]
         if sums is None:
-            sums = np.zeros((out.shape[1] + 1, band.reach - top, padded.shape[2]), dtype=np.float64)
+            width = max(lat.lon_starts) + tile
+            sums = np.zeros((out.shape[1] + 1, band.reach - top, width), dtype=np.float64)
         for n, (j, i) in enumerate(batch):
             _add_weighted(sums, out[n], weights, j - top, i)
     for offset in range(nlon, sums.shape[2], nlon) if lat.wrap_lon else ():
@@ -222,15 +234,16 @@ def predict_slab(
     :func:`slab_sums` and :func:`blend`, may also be run apart (the land-use prefetch runs the middle
     one in a background thread).
     """
-    padded = with_halo(inputs, layout, comm=comm, slab=slab, slab_ranks=slab_ranks)
-    sums = collective(comm, lambda: slab_sums(predict_batch, padded, layout, slab=slab, batch_size=batch_size))
+    field = with_halo(inputs, layout, comm=comm, slab=slab, slab_ranks=slab_ranks)
+    sums = collective(comm, lambda: slab_sums(predict_batch, field, layout, slab=slab, batch_size=batch_size))
     return blend(sums, layout, comm=comm, slab=slab, slab_ranks=slab_ranks)
 
 
 def with_halo(inputs: np.ndarray | None, layout: BandLayout, *, comm: Communicator, slab: int,
               slab_ranks) -> np.ndarray | None:
-    """This slab's inputs with the rows its tiles reach beyond it, padded so that every tile can be
-    cut; collective (the halo exchange)."""
+    """This slab's inputs (C, rows, W) with the rows its tiles reach in the following slabs appended
+    (the grid rows from the slab's first up to its reach or the last row); collective (the halo
+    exchange). Tiles past the grid's edges are completed when they are cut (:func:`_cut_tile`)."""
     if len(slab_ranks) != layout.n_slabs:
         raise ValueError(f"{len(slab_ranks)} slab ranks for a layout of {layout.n_slabs} slabs")
     if inputs is not None:
@@ -242,17 +255,18 @@ def with_halo(inputs: np.ndarray | None, layout: BandLayout, *, comm: Communicat
     pieces = _halo(inputs, layout, comm, slab, slab_ranks)
     if pieces is None:
         return None
-    return _pad(pieces, layout, layout.slab_rows(slab)[0], layout.slab_reach(slab))
+    return pieces[0] if len(pieces) == 1 else np.concatenate(pieces, axis=1)
 
 
-def slab_sums(predict_batch, padded: np.ndarray | None, layout: BandLayout, *, slab: int,
+def slab_sums(predict_batch, field: np.ndarray | None, layout: BandLayout, *, slab: int,
               batch_size: int = 8) -> dict[int, np.ndarray]:
-    """The tile sums of this slab's bands (band index → sums): the network, no communication."""
+    """The tile sums of this slab's bands (band index → sums) from its :func:`with_halo` field: the
+    network, no communication."""
     sums = {}
-    if padded is not None:
+    if field is not None:
         first = layout.slab_rows(slab)[0]
         for band in layout.slab_bands(slab):
-            band_sums = _band_sums(predict_batch, padded, first, band, layout, batch_size)
+            band_sums = _band_sums(predict_batch, field, first, band, layout, batch_size)
             if band_sums is not None:
                 sums[band.index] = band_sums
     return sums

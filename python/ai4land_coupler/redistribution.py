@@ -35,8 +35,9 @@ def _weighted_sums(slot, pixel, up, values, weights, levels, out, first):
         s, p = slot[e], pixel[e]
         for level in range(levels):
             w = up[e] * weights[level if per_level_w else 0, p if per_pixel_w else 0]
-            out[s, first + level] += w * values[level if per_level_v else 0, p]
-            out[s, first + levels + level] += w
+            if w != 0.0:  # a zero-weight term changes no sum (never -0): one-hot weights skip most levels
+                out[s, first + level] += w * values[level if per_level_v else 0, p]
+                out[s, first + levels + level] += w
 
 
 @numba.njit(cache=True, nogil=True)

@@ -169,6 +169,20 @@ def test_kernels_give_the_same_bits_on_any_cut_of_the_grid():
         assert np.array_equal(em.allocate(part, scenario[:, rows], land[rows], area[rows], previous[rows]), whole_map[rows])
 
 
+def test_kernels_compile_where_no_cache_location_is_writable(monkeypatch):
+    from numba.core import caching
+
+    from ai4land_coupler.compiled import kernel
+
+    def twice(x):
+        return 2 * x
+
+    assert kernel(twice)._cache.__class__.__name__ == "FunctionCache"  # cached where it can be
+    monkeypatch.setattr(caching.CacheImpl, "_locator_classes", [])  # a read-only install, no writable home
+    compiled = kernel(twice)
+    assert compiled(21) == 42 and compiled._cache.__class__.__name__ == "NullCache"
+
+
 def test_masked_lai_is_the_softplus_over_land():
     from ai4land_coupler.emulators import LaiEmulator
 

@@ -3,9 +3,7 @@
 Every coarse cell (``k × k`` fine pixels) is worked on alone, in one fixed order, so the bits do not
 depend on how the grid is cut into slabs, and no array is copied into cell blocks: the kernels read
 and write the (classes, H, W) fields in place, and run on as many threads as torch has, each on a
-block of rows. ``cache=True`` keeps the machine code beside the
-sources, so a process compiles them once per machine; ``nogil`` lets the land-use prefetch run them
-in its background threads. The kernels follow, operation for operation, the float64 NumPy
+block of rows (compiled by :func:`.compiled.kernel`). The kernels follow, operation for operation, the float64 NumPy
 formulation they replaced (``tests/test_cells.py`` keeps that formulation as the reference).
 
 Class columns: ``column[c]`` is the conservation column of class ``c`` (the 5 scenario groups,
@@ -16,14 +14,13 @@ from __future__ import annotations
 import functools
 from concurrent.futures import ThreadPoolExecutor
 
-import numba
 import numpy as np
 import torch
 
-_kernel = numba.njit(cache=True, nogil=True)
+from .compiled import kernel
 
 
-@_kernel
+@kernel
 def _masked_softmax(logits, land, out, first, end):
     """Rows [first, end) of ``out`` (K, H, W) float64, class probabilities from logits: on land,
     the softmax over the land classes 1..K-1 (ocean 0); elsewhere ocean 1 and the others 0."""
@@ -48,7 +45,7 @@ def _masked_softmax(logits, land, out, first, end):
                 out[c, y, x] /= total
 
 
-@_kernel
+@kernel
 def _cell(p, scenario, land, area, k, cy, cx, q, land_area, pixel_area, target):
     """Load one coarse cell: q (k*k, K) its probabilities, its pixels' land areas and areas, and
     its target shares (6) of the cell's area, the scenario scaled down to the land it has.
@@ -82,7 +79,7 @@ def _cell(p, scenario, land, area, k, cy, cx, q, land_area, pixel_area, target):
     return cell_area
 
 
-@_kernel
+@kernel
 def _shares(q, land_area, cell_area, column, share):
     """Area-weighted share of the cell's area of each column."""
     share[:] = 0.0
@@ -93,7 +90,7 @@ def _shares(q, land_area, cell_area, column, share):
     share /= cell_area
 
 
-@_kernel
+@kernel
 def _fit(q, land_area, cell_area, target, column, iterations, start, mass, share, factor):
     """Iterative proportional fitting of one cell: each round, one factor per column brings the
     cell's shares to the targets, then each land pixel is renormalised. A round keeps the ratios
@@ -132,7 +129,7 @@ def _fit(q, land_area, cell_area, target, column, iterations, start, mass, share
             q[i, c] = q[i, c] * (mass[i, g] / start[i, g]) if g >= 0 and start[i, g] > 0 else 0.0
 
 
-@_kernel
+@kernel
 def _conserve(p, scenario, land, area, k, column, iterations, first, end):
     """Project probabilities (K, H, W) float64 in the coarse-cell rows [first, end), in place, so
     that every coarse cell's area-weighted
@@ -206,7 +203,7 @@ def _conserve(p, scenario, land, area, k, column, iterations, first, end):
                         p[c, cy * k + a, cx * k + b] = min(max(q[a * k + b, c], 0.0), 1.0)
 
 
-@_kernel
+@kernel
 def _allocate(p, scenario, land, area, k, column, previous_index, codes, out, first, end):
     """The class codes of the coarse-cell rows [first, end) of ``out`` (H, W) from conserved
     probabilities (K, H, W): per coarse
@@ -263,7 +260,7 @@ def _allocate(p, scenario, land, area, k, column, previous_index, codes, out, fi
                     out[cy * k + a, cx * k + b] = codes[level]
 
 
-@_kernel
+@kernel
 def _normalised_entropy(p, land, out, first, end):
     """Rows [first, end) of ``out`` (H, W): the entropy of the land classes 1..K-1 over log(K-1),
     clipped to [0, 1]; 0 off land."""
@@ -281,7 +278,7 @@ def _normalised_entropy(p, land, out, first, end):
                 out[y, x] = min(max(s / scale, 0.0), 1.0)
 
 
-@_kernel
+@kernel
 def _group_shares(p, weights, k, column, out, first, end):
     """Coarse-cell rows [first, end) of ``out`` (G, H/k, W/k): the ``weights``-weighted mean over
     each cell of the classes of each column g < G (columns ≥ G and -1 count in none)."""
@@ -304,17 +301,17 @@ def _group_shares(p, weights, k, column, out, first, end):
                 out[g, cy, cx] = total[g] / weight
 
 
-def _in_row_blocks(kernel, rows: int, *args) -> None:
-    """``kernel(*args, first, end)`` over [0, rows) cut into one block per torch thread, run
+def _in_row_blocks(work, rows: int, *args) -> None:
+    """``work(*args, first, end)`` over [0, rows) cut into one block per torch thread, run
     side by side (the kernels release the GIL); every row is computed alone, so the cut changes
     no bit."""
     blocks = max(1, min(torch.get_num_threads(), rows))
     edges = [rows * b // blocks for b in range(blocks + 1)]
     if blocks == 1:
-        kernel(*args, 0, rows)
+        work(*args, 0, rows)
         return
     pool = _pool(blocks)
-    for job in [pool.submit(kernel, *args, first, end) for first, end in zip(edges[:-1], edges[1:])]:
+    for job in [pool.submit(work, *args, first, end) for first, end in zip(edges[:-1], edges[1:])]:
         job.result()
 
 

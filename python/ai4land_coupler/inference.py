@@ -22,10 +22,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-import numba
 import numpy as np
 
 from .comm import Communicator, SerialComm, collective
+from .compiled import kernel
 
 
 @dataclass(frozen=True)
@@ -143,7 +143,7 @@ def _halo(inputs: np.ndarray | None, layout: BandLayout, comm: Communicator, sla
     return pieces
 
 
-@numba.njit(cache=True, nogil=True)
+@kernel
 def _cut_tile(field, first, row, col, wrap, out):
     """``out`` (C, t, t) = the tile whose first grid cell is (row, col), from ``field`` (C, rows, W),
     the grid rows [first, first + rows). Beyond the field's last row: that row on a global grid
@@ -170,7 +170,7 @@ def _cut_tile(field, first, row, col, wrap, out):
                 x += n
 
 
-@numba.njit(cache=True, nogil=True)
+@kernel
 def _add_weighted(sums, tile_out, weights, row, col):
     """``sums[:-1]`` += weights · tile_out and ``sums[-1]`` += weights, on the tile at (row, col)."""
     levels, size = tile_out.shape[0], tile_out.shape[1]

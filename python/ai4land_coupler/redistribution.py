@@ -14,10 +14,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numba
 import numpy as np
 
 from .comm import Communicator
+from .compiled import kernel
 from .hostmap import Entries, HostMap, fine_from_host
 from .inference import Band, BandLayout
 
@@ -25,7 +25,7 @@ from .inference import Band, BandLayout
 _ONE = np.ones((1, 1))
 
 
-@numba.njit(cache=True, nogil=True)
+@kernel
 def _weighted_sums(slot, pixel, up, values, weights, levels, out, first):
     """``out[s, first + l] += Σ w·v`` and ``out[s, first + levels + l] += Σ w`` over the entries
     (slot s, pixel, up) in entry order, with ``w = up · weights[l, pixel]`` and ``v = values[l, pixel]``;
@@ -40,7 +40,7 @@ def _weighted_sums(slot, pixel, up, values, weights, levels, out, first):
                 out[s, first + levels + level] += w
 
 
-@numba.njit(cache=True, nogil=True)
+@kernel
 def _add_rows(total, message, offset, positions):
     """``total[positions[i]] += message[offset + i·width : …]``, width = total's row length."""
     width = total.shape[1]
@@ -50,7 +50,7 @@ def _add_rows(total, message, offset, positions):
             total[row, k] += message[offset + i * width + k]
 
 
-@numba.njit(cache=True, nogil=True)
+@kernel
 def _ratio(total, first, levels):
     """(levels, rows): ``total[:, first + l] / total[:, first + levels + l]``, 0 where the latter is 0."""
     out = np.zeros((levels, total.shape[0]))

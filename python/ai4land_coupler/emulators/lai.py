@@ -7,11 +7,11 @@ the local season. The network ends in a softplus, so LAI ≥ 0 by construction.
 """
 from __future__ import annotations
 
-import numba
 import numpy as np
 import torch
 from torch import nn
 
+from ..compiled import kernel
 from ..datasets import DRIVER_NAMES, LANDUSE_CLASSES
 from ..errors import EmulatorError
 from .checkpoint import Emulator
@@ -35,7 +35,7 @@ def lai_features(class_fractions: np.ndarray, drivers: np.ndarray, day_of_year: 
     return np.concatenate([class_fractions, drivers, season])
 
 
-@numba.njit(cache=True, nogil=True)
+@kernel
 def _masked_softplus(raw, land):
     """float32 softplus log(1 + e^x), evaluated in float64, on land; 0 elsewhere."""
     out = np.zeros(raw.shape, dtype=np.float32)

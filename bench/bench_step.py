@@ -29,8 +29,6 @@ sys.path.insert(0, str(REPO / "tests"))
 from conftest import WORLD, write_namelist  # noqa: E402
 
 
-LAST_SCENARIO_YEAR = 2034  # of the generated world in data/world
-
 # stage → the functions that do it, as (module, owner in that module or None, name).
 STAGES = {
     "network (bare forward)": [("emulators.checkpoint", "Emulator", "predict_batch")],
@@ -111,10 +109,11 @@ def measure(threads: int = 2, world: Path = WORLD, repeats: int = 5) -> list[dic
         c.init(SerialComm(), nml)
         c.def_partition(Box(0, 0, 180, 90))
         c.enddef()
-        first = LAST_SCENARIO_YEAR - repeats + 1
+        last = max(c.world.scenario_years)  # the last years of the scenario
+        first = last - repeats + 1
         c.step((first - 1, 1, 1, 0))  # warm-up: the initial map, the first land use and LAI
         samples = {"landuse": [], "lai": []}
-        for year in range(first, LAST_SCENARIO_YEAR + 1):
+        for year in range(first, last + 1):
             for kind, when in (("landuse", (year, 1, 1, 0)), ("lai", (year, 2, 1, 0))):
                 before = dict(c.timings)
                 spent.clear()

@@ -5,12 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ai4land_coupler.datasets import CLASS_CODES, CLASS_INDEX, GROUP_MATRIX, STATIC_NAMES
+from ai4land_coupler.datasets import CLASS_CODES, CLASS_INDEX, GROUP_OF_CLASS, LANDUSE_CLASSES, SCENARIO_GROUPS, STATIC_NAMES
 from ai4land_coupler.emulators import LandUseEmulator
 from ai4land_coupler.emulators.landuse import CLASS_COLUMN
 from ai4land_coupler.errors import EmulatorError
 
 # The reference's class level → column of the conservation: the 5 scenario groups, then "no group" (ocean, water).
+GROUP_MATRIX = np.zeros((len(LANDUSE_CLASSES), len(SCENARIO_GROUPS)))  # class level × group: 1 where it belongs
+for _code, _group in GROUP_OF_CLASS.items():
+    GROUP_MATRIX[CLASS_INDEX[_code], _group] = 1.0
 REF_GROUPS = np.concatenate([GROUP_MATRIX, (GROUP_MATRIX.sum(axis=1) == 0)[:, None]], axis=1)
 
 

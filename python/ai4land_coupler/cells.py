@@ -12,10 +12,10 @@ then inland water); -1 for ocean, which is in none.
 from __future__ import annotations
 
 import functools
+import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-import torch
 
 from .compiled import kernel
 
@@ -302,10 +302,11 @@ def _group_shares(p, weights, k, column, out, first, end):
 
 
 def _in_row_blocks(work, rows: int, *args) -> None:
-    """``work(*args, first, end)`` over [0, rows) cut into one block per torch thread, run
-    side by side (the kernels release the GIL); every row is computed alone, so the cut changes
-    no bit."""
-    blocks = max(1, min(torch.get_num_threads(), rows))
+    """``work(*args, first, end)`` over [0, rows) cut into one block per torch thread (one without
+    torch in the process), run side by side (the kernels release the GIL); every row is computed
+    alone, so the cut changes no bit."""
+    torch = sys.modules.get("torch")
+    blocks = max(1, min(torch.get_num_threads() if torch else 1, rows))
     edges = [rows * b // blocks for b in range(blocks + 1)]
     if blocks == 1:
         work(*args, 0, rows)

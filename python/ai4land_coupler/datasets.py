@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .cells import group_shares as cell_group_shares
 from .errors import InputFileError
 from .grids import ON_LINE, LatLonGrid, Region, upsample_blocks
 
@@ -59,9 +60,6 @@ LUH2_CROSSWALK = {
 }
 # Class code → scenario group index (ocean and inland water belong to no group).
 GROUP_OF_CLASS = {FOREST: 0, GRASS: 1, SPARSE: 1, URBAN: 2, CROPLAND: 3, PASTURE: 4}
-GROUP_MATRIX = np.zeros((len(LANDUSE_CLASSES), len(SCENARIO_GROUPS)))  # class level × group: 1 where it belongs
-for _code, _group in GROUP_OF_CLASS.items():
-    GROUP_MATRIX[CLASS_INDEX[_code], _group] = 1.0
 GROUP_COLUMN = np.array([GROUP_OF_CLASS.get(int(code), -1) for code in CLASS_CODES], dtype=np.int64)  # class level → group
 
 BIOCLIM_NAMES = ("bio01", "bio04", "bio12", "bio15")
@@ -125,15 +123,13 @@ def group_shares(class_fractions: np.ndarray, factor: int, weights: np.ndarray) 
     probabilities). ``weights``: the fine cells' areas (e.g. ``grid.cell_area_weights()``). Ocean and
     inland water count in no group.
     """
-    from .cells import group_shares as shares
-
     fractions = np.ascontiguousarray(class_fractions)
     if fractions.ndim != 3 or fractions.shape[0] != len(LANDUSE_CLASSES) or np.shape(weights) != fractions.shape[1:]:
         raise ValueError(f"class fractions {fractions.shape} and weights {np.shape(weights)} do not match "
                          f"({len(LANDUSE_CLASSES)}, H, W) and (H, W)")
     if fractions.shape[1] % factor or fractions.shape[2] % factor:
         raise ValueError(f"{fractions.shape[1:]} fine cells do not tile coarse cells of {factor}x{factor}")
-    return shares(fractions, np.ascontiguousarray(weights, dtype=np.float64), factor, GROUP_COLUMN, len(SCENARIO_GROUPS))
+    return cell_group_shares(fractions, np.ascontiguousarray(weights, dtype=np.float64), factor, GROUP_COLUMN, len(SCENARIO_GROUPS))
 
 
 def group_fractions(lulc: np.ndarray, factor: int, weights: np.ndarray) -> np.ndarray:

@@ -200,10 +200,7 @@ def _band_sums(predict_batch, field: np.ndarray, first: int, band: Band, layout:
         # a batch of one can take another kernel path, whose bits vary with the thread count: doubled
         x = np.empty((max(len(batch), 2), field.shape[0], tile, tile), dtype=np.float32)
         for n, (j, i) in enumerate(batch * 2 if len(batch) == 1 else batch):
-            if j - first + tile <= field.shape[1] and i + tile <= nlon:
-                x[n] = field[:, j - first:j - first + tile, i:i + tile]
-            else:
-                _cut_tile(field, first, j, i, lat.wrap_lon, x[n])
+            _cut_tile(field, first, j, i, lat.wrap_lon, x[n])
         out = np.asarray(predict_batch(x), dtype=np.float32)[:len(batch)]
         if sums is None:
             width = max(lat.lon_starts) + tile

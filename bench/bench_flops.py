@@ -1,6 +1,6 @@
 """FLOPs, speed and efficiency of the shipped emulators' forward pass on the CPU, and faster variants.
 
-    python bench/bench_flops.py [--threads 2 1] [--batch 8] [--tile 128] [--repeats 5] [--no-compile]
+    python bench/bench_flops.py [--threads 2 1] [--batch 8] [--tile 128] [--repeats 5] [--no-compile] [--default-heap]
 
 For each shipped emulator (landuse_unet_v1, lai_unet_v1), on a batch of ``batch`` random tiles
 of ``tile`` × ``tile`` (seeded):
@@ -239,12 +239,17 @@ def time_runner(run: Runner, x: np.ndarray, repeats: int, warmup: int = 2) -> tu
 
 
 def bench_flops(threads=(2, 1), batch: int = 8, tile: int = 128, repeats: int = 5, variants=None,
-                torch_compile: bool = True, emulators=SHIPPED, mm_sizes=MM_SIZES, log=None) -> list[dict]:
+                torch_compile: bool = True, emulators=SHIPPED, mm_sizes=MM_SIZES, log=None,
+                keep_heap: bool = True) -> list[dict]:
     """Rows: one per thread count with ``kind`` "peak" (torch.mm), one per emulator, thread count
     and variant with ``kind`` "forward". ``variants``: names of :data:`VARIANTS` (default all,
-    without torch_compile unless ``torch_compile``)."""
+    without torch_compile unless ``torch_compile``). ``keep_heap``: the heap policy the plugin
+    sets by default (namelist ``keep_freed_memory``), for the rest of the process."""
     from ai4land_coupler.emulators import load_emulator
+    from ai4land_coupler.runtime import keep_freed_memory
 
+    if keep_heap:
+        keep_freed_memory()
     names = list(variants or [v for v in VARIANTS if torch_compile or v != "torch_compile"])
     if "baseline" not in names:
         names.insert(0, "baseline")
@@ -350,10 +355,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=None)
     parser.add_argument("--no-compile", dest="compile", action="store_false", help="skip torch.compile (slow to compile)")
+    parser.add_argument("--default-heap", dest="keep_heap", action="store_false",
+                        help="leave glibc's heap policy as it is (the plugin with keep_freed_memory = .false.)")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
     log = None if args.quiet else (lambda message: print(message, file=sys.stderr, flush=True))
-    rows = bench_flops(tuple(args.threads), args.batch, args.tile, args.repeats, args.variants, args.compile, log=log)
+    rows = bench_flops(tuple(args.threads), args.batch, args.tile, args.repeats, args.variants, args.compile, log=log,
+                       keep_heap=args.keep_heap)
     print(markdown(rows))
     good = recommended(rows)
     if good:

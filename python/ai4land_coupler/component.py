@@ -31,7 +31,7 @@ from .namelist import Config, read_namelist
 from .hostmap import HostMap, make_host_map
 from .partition import Box, Points, validate_cover
 from .redistribution import HostExchange
-from .runtime import RankRuntime, plan_runtime, setup_logging
+from .runtime import RankRuntime, keep_freed_memory, plan_runtime, setup_logging
 
 DRIVERS = ("tas", "pr", "rsds")  # fields the host may put: monthly means on its cells
 OUTPUTS = ("landuse_fraction", "landuse_uncertainty", "lai", "lai_per_class")  # fields the host may get, and those of
@@ -124,6 +124,8 @@ class Component:
         self.config = cfg = collective(self.comm, lambda: read_namelist(namelist_path))
         self.log = setup_logging(self.comm.rank, cfg.log_level)
         self.runtime: RankRuntime = plan_runtime(self.comm, cfg.device, cfg.torch_threads, cfg.inference_ranks)
+        if cfg.keep_freed_memory and not keep_freed_memory():
+            self.log.warning("keep_freed_memory: the C library is not glibc or refused mallopt; heap left as it is")
         self.domain = collective(self.comm, lambda: WorldData.open_domain(cfg.world_files(), cfg.region))
         self.fine_grid: LatLonGrid = self.domain.fine_grid
         self.layout: BandLayout = self._layout(namelist_path)

@@ -1,6 +1,8 @@
-"""Per-rank runtime: rank-prefixed logging, torch device and thread count."""
+"""Per-rank runtime: rank-prefixed logging, torch device and thread count, heap policy."""
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import logging
 import os
 from dataclasses import dataclass
@@ -40,6 +42,34 @@ class RankRuntime:
     @property
     def n_inference(self) -> int:
         return len(self.inference_ranks)
+
+
+#: glibc ``mallopt`` parameters (malloc.h) and the values :func:`keep_freed_memory` gives them.
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+MMAP_THRESHOLD = 32 * 1024 * 1024  # glibc's largest (DEFAULT_MMAP_THRESHOLD_MAX on 64-bit)
+TRIM_THRESHOLD = 2**31 - 1
+
+
+def keep_freed_memory() -> bool:
+    """Keep freed blocks of up to 32 MB in the process heap (glibc ``mallopt``); False where the C
+    library is not glibc, or refuses.
+
+    By default glibc gives every large block its own ``mmap`` and returns it to the system when
+    it is freed, so each tensor of a forward pass lands on fresh pages that the kernel must fault
+    in and zero: a quarter of the land-use U-Net's time on the CPU. With these settings the
+    blocks are reused from the heap. The heap keeps its peak size (the resident size does not
+    grow beyond the peak it had anyway). Process-wide: the host's own allocations follow it too.
+    """
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+        mallopt = libc.mallopt if libc is not None and hasattr(libc, "gnu_get_libc_version") else None
+    except OSError:
+        mallopt = None
+    if mallopt is None:
+        return False
+    mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
+    return bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
 
 
 def plan_runtime(comm: Communicator, device: str = "auto", threads: int = 0, inference_ranks: int = 0) -> RankRuntime:

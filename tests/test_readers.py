@@ -7,6 +7,7 @@ import netCDF4
 import numpy as np
 import pytest
 
+from ai4land_coupler import datasets
 from ai4land_coupler.datasets import BIOCLIM_NAMES, FILE_NAMES, NODATA, STATIC_NAMES, WorldData
 from ai4land_coupler.errors import InputFileError, NamelistError
 from ai4land_coupler.grids import LatLonGrid, Region, block_sum
@@ -238,6 +239,31 @@ def test_group_sums_above_one(small_world, broken):
     _edit(broken / "luh2_states.nc", lambda nc: nc["primf"].__setitem__((0, j, i), 0.9))
     with WorldData.open(broken) as w, pytest.raises(InputFileError, match=r"luh2_states\.nc: variables primf\+.* > 1"):
         w.scenario_groups(2015)
+
+
+def test_block_reads_give_the_values_of_single_steps(small_dir, monkeypatch):
+    """Years and months are read in blocks (datasets.SCENARIO_BLOCK, ANOMALY_BLOCK): the same arrays
+    as read one time step at a time, in any order of requests."""
+    with WorldData.open(small_dir) as w:
+        years, months = w.scenario_years, w.driver_months()[:14]
+        blocked = ({y: w.scenario_groups(y) for y in reversed(years)}, {m: w.drivers(*m) for m in months})
+    monkeypatch.setattr(datasets, "SCENARIO_BLOCK", 1)
+    monkeypatch.setattr(datasets, "ANOMALY_BLOCK", 1)
+    with WorldData.open(small_dir) as w:
+        for y in years:
+            np.testing.assert_array_equal(w.scenario_groups(y), blocked[0][y])
+        for m in months:
+            np.testing.assert_array_equal(w.drivers(*m), blocked[1][m])
+
+
+def test_a_bad_year_fails_only_when_it_is_read(small_world, broken):
+    """A value out of range in the last year of a block: the years before it still read."""
+    _edit(broken / "luh2_states.nc", lambda nc: nc["pastr"].__setitem__((2, 0, 0), 1.5))
+    with WorldData.open(broken) as w:
+        np.testing.assert_array_equal(w.scenario_groups(2015), small_world.scenario_groups(2015))
+        np.testing.assert_array_equal(w.scenario_groups(2016), small_world.scenario_groups(2016))
+        with pytest.raises(InputFileError, match=r"luh2_states\.nc: variable 'pastr' has values in .*valid range"):
+            w.scenario_groups(2017)
 
 
 @pytest.mark.parametrize("name", ["luh2_states.nc", "lai_monthly.nc"])

@@ -3,21 +3,17 @@
 Every coarse cell (``k × k`` fine pixels) is worked on alone, in one fixed order, so the bits do not
 depend on how the grid is cut into slabs, and no array is copied into cell blocks: the kernels read
 and write the (classes, H, W) fields in place, and run on as many threads as torch has, each on a
-block of rows (compiled by :func:`.compiled.kernel`). The kernels follow, operation for operation, the float64 NumPy
-formulation they replaced (``tests/test_cells.py`` keeps that formulation as the reference).
+block of rows (:mod:`.compiled`). They agree with the float64 NumPy formulation they replaced
+to 1e-13 (``tests/test_cells.py`` keeps that formulation as the reference).
 
 Class columns: ``column[c]`` is the conservation column of class ``c`` (the 5 scenario groups,
 then inland water); -1 for ocean, which is in none.
 """
 from __future__ import annotations
 
-import functools
-import sys
-from concurrent.futures import ThreadPoolExecutor
-
 import numpy as np
 
-from .compiled import kernel
+from .compiled import in_blocks, kernel
 
 
 @kernel
@@ -91,42 +87,49 @@ def _shares(q, land_area, cell_area, column, share):
 
 
 @kernel
-def _fit(q, land_area, cell_area, target, column, iterations, start, mass, share, factor):
+def _fit(q, land_area, cell_area, target, column, iterations, start, factor, weight, share):
     """Iterative proportional fitting of one cell: each round, one factor per column brings the
     cell's shares to the targets, then each land pixel is renormalised. A round keeps the ratios
-    of the classes within a column, so the rounds run on the pixels' column masses and the
-    classes are scaled once at the end."""
-    kk, n, ncol = q.shape[0], q.shape[1], share.size
+    of the classes within a column, and renormalising commutes with the factors, so after any
+    number of rounds a land pixel's column masses are ``start[i, g] · F[g] / Σ_h start[i, h] · F[h]``
+    with ``F`` the product of the factors so far: the rounds update the 6 products alone (kept
+    at a largest of 1) and the classes are scaled once at the end."""
+    kk, n, ncol = q.shape[0], q.shape[1], factor.size
     for i in range(kk):
         start[i, :] = 0.0
         for c in range(n):
             if column[c] >= 0:
                 start[i, column[c]] += q[i, c]
-        mass[i, :] = start[i, :]
+    factor[:] = 1.0
     for _ in range(iterations):
-        share[:] = 0.0
-        for i in range(kk):
-            for g in range(ncol):
-                share[g] += mass[i, g] * land_area[i]
-        for g in range(ncol):
-            share[g] /= cell_area
-            factor[g] = target[g] / share[g] if share[g] > 0 else 1.0
+        weight[:] = 0.0
         for i in range(kk):
             if land_area[i] == 0.0:
                 continue
             total = 0.0
             for g in range(ncol):
-                mass[i, g] *= factor[g]
-                total += mass[i, g]
-            scale = 1.0 / max(total, 1e-300)
+                total += start[i, g] * factor[g]
+            scale = land_area[i] / max(total, 1e-300)
             for g in range(ncol):
-                mass[i, g] *= scale
+                weight[g] += start[i, g] * scale
+        top = 0.0
+        for g in range(ncol):
+            share[g] = factor[g] * weight[g] / cell_area
+            if share[g] > 0:
+                factor[g] *= target[g] / share[g]
+            top = max(top, factor[g])
+        for g in range(ncol):
+            factor[g] /= top if top > 0 else 1.0
     for i in range(kk):
         if land_area[i] == 0.0:
             continue
+        total = 0.0
+        for g in range(ncol):
+            total += start[i, g] * factor[g]
+        scale = 1.0 / max(total, 1e-300)
         for c in range(n):
             g = column[c]
-            q[i, c] = q[i, c] * (mass[i, g] / start[i, g]) if g >= 0 and start[i, g] > 0 else 0.0
+            q[i, c] = q[i, c] * (factor[g] * scale) if g >= 0 and start[i, g] > 0 else 0.0
 
 
 @kernel
@@ -141,7 +144,7 @@ def _conserve(p, scenario, land, area, k, column, iterations, first, end):
     q = np.empty((kk, n))
     land_area, pixel_area = np.empty(kk), np.empty(kk)
     target, share, factor = np.empty(ncol), np.empty(ncol), np.empty(ncol)
-    excess, deficit = np.empty(ncol), np.empty(ncol)
+    excess, deficit, group_norm = np.empty(ncol), np.empty(ncol), np.empty(ncol)
     mass, taken, start = np.empty((kk, ncol)), np.empty((kk, ncol)), np.empty((kk, ncol))
     cell_split, split = np.empty(n), np.empty(n)
     for cy in range(first, end):
@@ -150,7 +153,7 @@ def _conserve(p, scenario, land, area, k, column, iterations, first, end):
             if cell_area == 0.0:
                 continue
             if iterations > 0:
-                _fit(q, land_area, cell_area, target, column, iterations, start, mass, share, factor)
+                _fit(q, land_area, cell_area, target, column, iterations, start, factor, excess, share)
             # Exact correction: take each group's excess in proportion to its mass at each pixel ...
             _shares(q, land_area, cell_area, column, share)
             given_total = 0.0
@@ -185,22 +188,38 @@ def _conserve(p, scenario, land, area, k, column, iterations, first, end):
                 for c in range(n):
                     if column[c] >= 0:
                         mass[i, column[c]] += q[i, c]
+                group_norm[:] = 0.0
                 for c in range(n):
                     g = column[c]
                     split[c] = 0.0 if g < 0 else (q[i, c] if mass[i, g] > 0 else cell_split[c])
+                    if g >= 0:
+                        group_norm[g] += split[c]
                 for c in range(n):
                     g = column[c]
-                    if g < 0:
-                        continue
-                    norm = 0.0
-                    for d in range(n):
-                        if column[d] == g:
-                            norm += split[d]
-                    q[i, c] += taken_total * (deficit[g] / given_total) * (split[c] / max(norm, 1e-300))
+                    if g >= 0:
+                        q[i, c] += taken_total * (deficit[g] / given_total) * (split[c] / max(group_norm[g], 1e-300))
             for a in range(k):
                 for b in range(k):
                     for c in range(n):
                         p[c, cy * k + a, cx * k + b] = min(max(q[a * k + b, c], 0.0), 1.0)
+
+
+@kernel
+def _stable_order(key, order):
+    """The indices of the finite keys in ``order``, by increasing key, ties in index order (an
+    insertion sort: a cell's few pairs, without the allocations of ``np.argsort``); returns
+    their count."""
+    m = 0
+    for r in range(key.size):
+        if not np.isfinite(key[r]):
+            continue
+        j = m
+        while j > 0 and key[order[j - 1]] > key[r]:
+            order[j] = order[j - 1]
+            j -= 1
+        order[j] = r
+        m += 1
+    return m
 
 
 @kernel
@@ -217,6 +236,7 @@ def _allocate(p, scenario, land, area, k, column, previous_index, codes, out, fi
     land_area, pixel_area, target = np.empty(kk), np.empty(kk), np.empty(ncol)
     group_prob = np.empty((kk, ncol))
     key = np.empty(kk * ncol)
+    order = np.empty(kk * ncol, dtype=np.int64)
     chosen = np.empty(kk, dtype=np.int64)
     for cy in range(first, end):
         for cx in range(w // k):
@@ -236,7 +256,7 @@ def _allocate(p, scenario, land, area, k, column, previous_index, codes, out, fi
                 chosen[i] = -1
             for g in range(ncol):
                 target[g] *= cell_area  # the area still to give to each group
-            for r in np.argsort(key, kind="mergesort"):
+            for r in order[:_stable_order(key, order)]:
                 i, g = r // ncol, r % ncol
                 if land_area[i] > 0 and chosen[i] < 0 and target[g] >= 0.5 * pixel_area[i]:
                     chosen[i] = g
@@ -301,55 +321,35 @@ def _group_shares(p, weights, k, column, out, first, end):
                 out[g, cy, cx] = total[g] / weight
 
 
-def _in_row_blocks(work, rows: int, *args) -> None:
-    """``work(*args, first, end)`` over [0, rows) cut into one block per torch thread (one without
-    torch in the process), run side by side (the kernels release the GIL); every row is computed
-    alone, so the cut changes no bit."""
-    torch = sys.modules.get("torch")
-    blocks = max(1, min(torch.get_num_threads() if torch else 1, rows))
-    edges = [rows * b // blocks for b in range(blocks + 1)]
-    if blocks == 1:
-        work(*args, 0, rows)
-        return
-    pool = _pool(blocks)
-    for job in [pool.submit(work, *args, first, end) for first, end in zip(edges[:-1], edges[1:])]:
-        job.result()
-
-
-@functools.lru_cache(maxsize=None)
-def _pool(workers: int) -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ai4land-cells")
-
-
 def masked_softmax(logits, land):
     """(K, H, W) float64 class probabilities from logits (K, H, W): on land, the softmax over the
     land classes 1..K-1 (ocean 0); elsewhere ocean 1 and the others 0."""
     out = np.empty(logits.shape)
-    _in_row_blocks(_masked_softmax, logits.shape[1], logits, land, out)
+    in_blocks(_masked_softmax, logits.shape[1], logits, land, out)
     return out
 
 
 def conserve(p, scenario, land, area, k, column, iterations) -> None:
     """Project probabilities (K, H, W) float64 in place onto the scenario (see :func:`_conserve`)."""
-    _in_row_blocks(_conserve, p.shape[1] // k, p, scenario, land, area, k, column, iterations)
+    in_blocks(_conserve, p.shape[1] // k, p, scenario, land, area, k, column, iterations)
 
 
 def allocate(p, scenario, land, area, k, column, previous_index, codes) -> np.ndarray:
     """The fine class map (H, W) uint8 of class codes (see :func:`_allocate`)."""
     out = np.empty(land.shape, dtype=np.uint8)
-    _in_row_blocks(_allocate, land.shape[0] // k, p, scenario, land, area, k, column, previous_index, codes, out)
+    in_blocks(_allocate, land.shape[0] // k, p, scenario, land, area, k, column, previous_index, codes, out)
     return out
 
 
 def group_shares(p, weights, k, column, groups) -> np.ndarray:
     """(groups, H/k, W/k) float64: per coarse cell, the weighted mean of the classes of each column."""
     out = np.empty((groups, p.shape[1] // k, p.shape[2] // k))
-    _in_row_blocks(_group_shares, p.shape[1] // k, p, weights, k, column, out)
+    in_blocks(_group_shares, p.shape[1] // k, p, weights, k, column, out)
     return out
 
 
 def normalised_entropy(p, land) -> np.ndarray:
     """(H, W) entropy of the land classes over its maximum, in [0, 1]; 0 off land."""
     out = np.empty(land.shape)
-    _in_row_blocks(_normalised_entropy, land.shape[0], p, land, out)
+    in_blocks(_normalised_entropy, land.shape[0], p, land, out)
     return out

@@ -87,6 +87,9 @@ FILE_VARIABLES = {
     "lai_monthly": ("lai",),
 }
 COARSE_FILES = ("luh2_states", "drivers_anomaly")  # on the LUH2 grid; the others on the fine grid
+#: Time steps read at once (and held) from the LUH2 states and the driver anomalies: a read costs
+#: the same for one step or a block, and these coarse fields are small beside the fine ones.
+SCENARIO_BLOCK, ANOMALY_BLOCK = 8, 12
 
 DEG_C = ("degC", "Celsius", "degrees_Celsius", "°C")
 STATIC_UNITS = {"elevation": ("m",), "slope": ("degree", "degrees"), "soil_quality": ("1",),
@@ -352,7 +355,8 @@ class WorldData:
             raise ValueError(f"unknown world files {sorted(unknown)}; known: {sorted(FILE_NAMES)}")
         self.paths = {k: Path(v) for k, v in files.items()}
         self._files: dict[str, _File] = {}
-        self._scenario_cache: dict[int, np.ndarray] = {}
+        self._scenario_cache: dict[int, np.ndarray] = {}  # year → (5, Hc, Wc) float64
+        self._anomaly_cache: dict[int, np.ndarray] = {}  # time step → (3, Hc, Wc) float32
         self._climatology: np.ndarray | None = None
         self._months: dict[str, list[tuple[int, int]]] = {}
         try:
@@ -474,21 +478,36 @@ class WorldData:
         except ValueError:
             raise InputFileError(f"{path}: variable 'time' has no {what} {key}") from None
 
+    def _time_steps(self, key: str, t: int, steps: int, reads: dict[str, dict]) -> dict[str, np.ndarray]:
+        """The variables of file ``key`` (name → keyword arguments of ``_File.read``) at its time
+        steps [t, t + steps) (fewer at the file's end), one read each: (steps, H, W) arrays. Where a
+        check fails in the block, step t alone is read again, so that only a bad step fails."""
+        f = self._file(key)
+        end = min(t + steps, f.ds.dimensions[f.dims.get("time", "time")].size)
+        try:
+            return {n: f.read(n, TIME_LATLON, index=slice(t, end), **kw) for n, kw in reads.items()}
+        except InputFileError:
+            if end == t + 1:
+                raise
+        return {n: f.read(n, TIME_LATLON, index=slice(t, t + 1), **kw) for n, kw in reads.items()}
+
     def scenario_groups(self, year: int) -> np.ndarray:
-        """LUH2 states of ``year`` summed through the crosswalk: (5, Hc, Wc) float32, ocean → 0."""
+        """LUH2 states of ``year`` summed through the crosswalk: (5, Hc, Wc) float32, ocean → 0.
+        Read :data:`SCENARIO_BLOCK` years at a time."""
         if year not in self._scenario_cache:
             luh = self._file("luh2_states")
             t = self._index(luh.path, self.scenario_years, year, "year")
-            states = {n: luh.read(n, TIME_LATLON, index=t, valid=(0.0, 1.0), fill=0.0).astype(np.float64)
-                      for n in LUH2_STATES}
-            groups = np.stack([sum(states[n] for n in LUH2_CROSSWALK[g]) for g in SCENARIO_GROUPS])
-            total = groups.sum(axis=0)
-            if total.max() > 1.0 + 1e-4:
-                raise InputFileError(f"{luh.path}: variables {'+'.join(LUH2_STATES)} sum to {total.max():.6f} > 1 in year {year}")
-            if len(self._scenario_cache) >= 4:
-                self._scenario_cache.pop(next(iter(self._scenario_cache)))
-            self._scenario_cache[year] = groups.astype(np.float32)
-        return self._scenario_cache[year]
+            states = self._time_steps("luh2_states", t, SCENARIO_BLOCK,
+                                      dict.fromkeys(LUH2_STATES, {"valid": (0.0, 1.0), "fill": 0.0}))
+            groups = np.stack([sum(states[n].astype(np.float64) for n in LUH2_CROSSWALK[g]) for g in SCENARIO_GROUPS],
+                              axis=1)
+            self._scenario_cache = {self.scenario_years[t + i]: block for i, block in enumerate(groups)}
+        groups = self._scenario_cache[year]
+        total = groups.sum(axis=0)
+        if total.max() > 1.0 + 1e-4:
+            raise InputFileError(f"{self.paths['luh2_states']}: variables {'+'.join(LUH2_STATES)} sum to "
+                                 f"{total.max():.6f} > 1 in year {year}")
+        return groups.astype(np.float32)
 
     def scenario_groups_fine(self, year: int) -> np.ndarray:
         """:meth:`scenario_groups` upsampled block-constant to the fine grid: (5, H, W)."""
@@ -540,10 +559,12 @@ class WorldData:
     def drivers(self, year: int, month: int) -> np.ndarray:
         """Fine drivers (3, H, W): tas K, pr kg m-2 s-1, rsds W m-2 (climatology + coarse anomaly)."""
         clim = self.climatology()
-        anom_file = self._file("drivers_anomaly")
         t = self._monthly_index("drivers_anomaly", year, month)
-        anom = np.stack([anom_file.read(f"{n}_anom", TIME_LATLON, DRIVER_UNITS[n], index=t) for n in DRIVER_NAMES])
-        return combine_drivers(clim[month - 1], anom, self.factor)
+        if t not in self._anomaly_cache:
+            steps = self._time_steps("drivers_anomaly", t, ANOMALY_BLOCK,
+                                     {f"{n}_anom": {"units": DRIVER_UNITS[n]} for n in DRIVER_NAMES})
+            self._anomaly_cache = {t + i: block for i, block in enumerate(np.stack(list(steps.values()), axis=1))}
+        return combine_drivers(clim[month - 1], self._anomaly_cache[t], self.factor)
 
     def lai(self, year: int, month: int) -> np.ndarray:
         """Observed LAI (H, W) m2 m-2; missing values are allowed off land, where they read 0."""

@@ -25,7 +25,7 @@ from typing import Callable
 import numpy as np
 
 from .comm import Communicator, SerialComm, collective
-from .compiled import kernel
+from .compiled import in_blocks, kernel
 
 
 @dataclass(frozen=True)
@@ -171,16 +171,23 @@ def _cut_tile(field, first, row, col, wrap, out):
 
 
 @kernel
-def _add_weighted(sums, tile_out, weights, row, col):
-    """``sums[:-1]`` += weights · tile_out and ``sums[-1]`` += weights, on the tile at (row, col)."""
-    levels, size = tile_out.shape[0], tile_out.shape[1]
-    for k in range(levels):
-        for y in range(size):
-            for x in range(size):
-                sums[k, row + y, col + x] += weights[y, x] * tile_out[k, y, x]
-    for y in range(size):
-        for x in range(size):
-            sums[levels, row + y, col + x] += weights[y, x]
+def _cut_tiles(field, first, rows, cols, wrap, out, start, end):
+    """Tiles [start, end) of ``out`` (B, C, t, t): tile n's first grid cell is (rows[n], cols[n])."""
+    for n in range(start, end):
+        _cut_tile(field, first, rows[n], cols[n], wrap, out[n])
+
+
+@kernel
+def _add_weighted(sums, out, weights, rows, cols, start, end):
+    """Levels [start, end) of ``sums`` (K+1, rows, W): += weights · out[n] on tile n's cells (the
+    last level: += weights), for the tiles n of ``out`` (B, K, t, t) in order."""
+    levels, size = out.shape[1], out.shape[2]
+    for k in range(start, end):
+        for n in range(out.shape[0]):
+            row, col = rows[n], cols[n]
+            for y in range(size):
+                for x in range(size):
+                    sums[k, row + y, col + x] += weights[y, x] * (out[n, k, y, x] if k < levels else 1.0)
 
 
 def _band_sums(predict_batch, field: np.ndarray, first: int, band: Band, layout: BandLayout,
@@ -198,15 +205,14 @@ def _band_sums(predict_batch, field: np.ndarray, first: int, band: Band, layout:
     for k in range(0, len(band.tiles), batch_size):
         batch = band.tiles[k:k + batch_size]
         # a batch of one can take another kernel path, whose bits vary with the thread count: doubled
-        x = np.empty((max(len(batch), 2), field.shape[0], tile, tile), dtype=np.float32)
-        for n, (j, i) in enumerate(batch * 2 if len(batch) == 1 else batch):
-            _cut_tile(field, first, j, i, lat.wrap_lon, x[n])
-        out = np.asarray(predict_batch(x), dtype=np.float32)[:len(batch)]
+        rows, cols = (np.array(c, dtype=np.int64) for c in zip(*(batch * 2 if len(batch) == 1 else batch)))
+        x = np.empty((len(rows), field.shape[0], tile, tile), dtype=np.float32)
+        in_blocks(_cut_tiles, len(rows), field, first, rows, cols, lat.wrap_lon, x)
+        out = np.ascontiguousarray(predict_batch(x)[:len(batch)], dtype=np.float32)
         if sums is None:
             width = max(lat.lon_starts) + tile
             sums = np.zeros((out.shape[1] + 1, band.reach - top, width), dtype=np.float64)
-        for n, (j, i) in enumerate(batch):
-            _add_weighted(sums, out[n], weights, j - top, i)
+        in_blocks(_add_weighted, len(sums), sums, out, weights, rows[:len(batch)] - top, cols[:len(batch)])
     for offset in range(nlon, sums.shape[2], nlon) if lat.wrap_lon else ():
         n = min(nlon, sums.shape[2] - offset)
         sums[:, :, :n] += sums[:, :, offset:offset + n]

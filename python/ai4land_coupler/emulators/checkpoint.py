@@ -107,6 +107,7 @@ class Emulator:
 
     def __init__(self, model: nn.Module, meta: dict):
         self.model = model.eval().to(memory_format=torch.channels_last)  # oneDNN's fastest layout here
+        self._network: tuple | None = None  # (key of the model's tensors, its inference network)
         self.meta = meta
         norm = meta["normalisation"]
         self._mean = np.asarray(norm["mean"], dtype=np.float32)[:, None, None]
@@ -137,14 +138,25 @@ class Emulator:
         return out
 
     def predict_batch(self, x: np.ndarray) -> np.ndarray:
-        """The network on a batch (B, C, tile, tile) float32 → (B, K, tile, tile) float32, on the model's device."""
-        device = next(self.model.parameters()).device
+        """The network on a batch (B, C, tile, tile) float32 → (B, K, tile, tile) float32, on the
+        model's device, in eval mode, through :meth:`inference_network`."""
+        network = self.inference_network()
+        device = next(network.parameters()).device
         try:
             with torch.inference_mode():  # channels-last: oneDNN's fastest layout, the same bits at any thread count
                 batch = torch.from_numpy(x).to(device).contiguous(memory_format=torch.channels_last)
-                return self.model(batch).float().contiguous().cpu().numpy()
+                return network(batch).float().contiguous().cpu().numpy()
         except Exception as exc:
             raise EmulatorError(f"{self.name}: inference failed on a batch of shape {x.shape}: {exc}") from exc
+
+    def inference_network(self) -> nn.Module:
+        """:attr:`model` with its BatchNorms folded into the weights (``UNet.folded``), channels-last;
+        made again whenever a parameter or buffer of :attr:`model` has changed (training, loading)."""
+        tensors = [*self.model.parameters(), *self.model.buffers()]
+        key = tuple((id(t), t._version, t.device) for t in tensors)
+        if self._network is None or self._network[0] != key:
+            self._network = (key, self.model.folded().to(memory_format=torch.channels_last))
+        return self._network[1]
 
     @staticmethod
     def finish(raw: np.ndarray) -> np.ndarray:

@@ -33,19 +33,21 @@ class MatmulConv1x1(nn.Conv2d):
 
     MIN_COLUMNS = 8
 
-    def __init__(self, c_in: int, c_out: int):
-        super().__init__(c_in, c_out, 1)
+    def __init__(self, c_in: int, c_out: int, bias: bool = True):
+        super().__init__(c_in, c_out, 1, bias=bias)
 
     def forward(self, x: torch.Tensor, shift: torch.Tensor | None = None) -> torch.Tensor:
         """``shift`` (C_out): added to the bias (in the same pass)."""
         b, c, h, w = x.shape
         rows = x.permute(0, 2, 3, 1).reshape(-1, c)  # a view when x is channels-last
-        weight, bias = self.weight.view(self.out_channels, c).t(), self.bias if shift is None else self.bias + shift
+        weight, bias = self.weight.view(self.out_channels, c).t(), self.bias
+        if shift is not None:
+            bias = shift if bias is None else bias + shift
         if self.out_channels < self.MIN_COLUMNS:  # zero columns: a matrix-vector product may split the sums
             weight = F.pad(weight, (0, self.MIN_COLUMNS - self.out_channels))
-            bias = F.pad(bias, (0, self.MIN_COLUMNS - self.out_channels))
-        y = torch.addmm(bias, rows, weight)[:, :self.out_channels]
-        return y.reshape(b, h, w, -1).permute(0, 3, 1, 2)
+            bias = None if bias is None else F.pad(bias, (0, self.MIN_COLUMNS - self.out_channels))
+        y = torch.mm(rows, weight) if bias is None else torch.addmm(bias, rows, weight)
+        return y[:, :self.out_channels].reshape(b, h, w, -1).permute(0, 3, 1, 2)
 
 
 class FiLM(nn.Module):
@@ -63,6 +65,27 @@ class FiLM(nn.Module):
         hidden = F.leaky_relu(self.hidden(cond), 0.1, inplace=not self.training)
         gamma, beta = self.out(hidden, shift=self.identity_shift).chunk(2, dim=1)
         return torch.addcmul(beta, x, gamma)  # gamma holds 1 + γ
+
+    @torch.no_grad()
+    def fold_bias(self) -> None:
+        """For inference only: each layer's bias (and the 1 of 1 + γ) as one more column of its
+        weights, fed by one more input that is always 1: the conditioning fields then come with a
+        last channel of ones (:attr:`UNet.cond_ones`), which the hidden layer passes on. Both layers
+        are then plain matrix products, which write their result once instead of first filling it
+        with the bias and adding the product to it; the same function to rounding."""
+        hidden, out = self.hidden, self.out
+        n = hidden.out_channels
+        self.hidden = MatmulConv1x1(hidden.in_channels + 1, n + 1, bias=False).to(hidden.weight)
+        self.hidden.weight.zero_()
+        self.hidden.weight[:n, :-1] = hidden.weight
+        self.hidden.weight[:n, -1, 0, 0] = hidden.bias
+        self.hidden.weight[n, -1] = 1.0  # the ones, through the leaky ReLU unchanged
+        self.out = MatmulConv1x1(n + 1, out.out_channels, bias=False).to(out.weight)
+        self.out.weight[:, :-1] = out.weight
+        self.out.weight[:, -1, 0, 0] = out.bias + self.identity_shift
+        self.identity_shift = None
+        for layer in (self.hidden, self.out):
+            layer.train(self.training)
 
 
 class Shift(nn.Module):
@@ -136,6 +159,7 @@ class UNet(nn.Module):
             raise ValueError(f"FiLM channels {film_channels} are not among the {in_channels} inputs")
         self.in_channels, self.out_channels, self.widths = in_channels, out_channels, tuple(widths)
         self.film_channels = tuple(int(c) for c in film_channels)
+        self.cond_ones = False  # the conditioning fields carry a last channel of ones (FiLM.fold_bias)
         n_cond = len(self.film_channels)
         self.down = nn.ModuleList()
         c = in_channels
@@ -156,6 +180,9 @@ class UNet(nn.Module):
         model = copy.deepcopy(self).eval()
         for block in [*model.down, *model.merge]:
             block.fold_batchnorm()
+            if block.film is not None:
+                block.film.fold_bias()
+        model.cond_ones = bool(model.film_channels)
         return model
 
     @classmethod
@@ -176,10 +203,11 @@ class UNet(nn.Module):
         cond = [None] * len(self.down)
         if self.film_channels:
             first, n = self.film_channels[0], len(self.film_channels)
+            cond = [torch.ones((x.shape[0], h, w, n + self.cond_ones), dtype=x.dtype, device=x.device).permute(0, 3, 1, 2)]
             if self.film_channels == tuple(range(first, first + n)):
-                cond = [x.narrow(1, first, n)]  # a view
+                cond[0][:, :n] = x.narrow(1, first, n)
             else:
-                cond = [x[:, list(self.film_channels)]]
+                cond[0][:, :n] = x[:, list(self.film_channels)]
             for _ in range(1, len(self.down)):
                 cond.append(F.avg_pool2d(cond[-1], 2))
         skips = []

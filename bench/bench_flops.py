@@ -11,14 +11,17 @@ of ``tile`` × ``tile`` (seeded):
 * the forward's median wall time (``torch.inference_mode``, after a warm-up) at each torch thread
   count, the achieved GFLOP/s and its ratio to the fp32 ``torch.mm`` peak at the same thread count
   (best of square matrices of 1024, 2048, 4096); goal ≥ 0.5;
-* variants that leave the network and its weights alone: channels_last memory format (model
-  and input, or the input batch only),
-  TorchScript trace + freeze (folds BatchNorm into the convolutions), + optimize_for_inference
+* the baseline is ``Emulator.predict_batch`` as the plugin runs it (its inference network:
+  BatchNorm and the FiLM biases folded into the weights, channels-last); variants: the model as
+  trained, without the folding (``unfolded``), the baseline in bfloat16 autocast
+  (``bf16_autocast``, the namelist's ``precision = 'bf16'``; its difference to the baseline is the
+  accuracy change), TorchScript trace + freeze (folds BatchNorm into the convolutions), +
+  optimize_for_inference
   (oneDNN layouts and fusions), the oneDNN Graph fuser, mkldnn disabled, ``torch.compile``
   (inductor; compiled once per thread count, as its kernels fix their thread count), and the
   1×1 convolutions (``MatmulConv1x1`` of emulators/unet.py: the FiLM blocks and the head) as the
   per-channel fused multiply-adds the plugin ran before it used one matrix product
-  (``fixed_order_1x1``, channels_last). Each one's
+  (``fixed_order_1x1``, channels_last, unfolded). Each one's
   median time, speed-up over the baseline, largest absolute and relative difference to the
   baseline output, and whether its output has the same bits at every thread count (the
   emulators promise that: see ``emulators/unet.py``).
@@ -105,23 +108,19 @@ def _baseline(emulator, example: torch.Tensor) -> Runner:
     return emulator.predict_batch
 
 
-def _channels_last(emulator, example: torch.Tensor) -> Runner:
-    model = copy.deepcopy(emulator.model).to(memory_format=torch.channels_last)
-
+def _unfolded(emulator, example: torch.Tensor) -> Runner:
+    """The model as trained (BatchNorm and the FiLM biases as layers of their own), channels-last."""
     def run(x):
         with torch.inference_mode():
-            y = model(torch.from_numpy(x).contiguous(memory_format=torch.channels_last))
-            return y.contiguous().numpy()
+            return emulator.model(torch.from_numpy(x).contiguous(memory_format=torch.channels_last)).contiguous().numpy()
     return run
 
 
-def _channels_last_input(emulator, example: torch.Tensor) -> Runner:
-    """Only the input batch in channels_last (the change proposed for Emulator.predict_batch)."""
-    def run(x):
-        with torch.inference_mode():
-            y = emulator.model(torch.from_numpy(x).contiguous(memory_format=torch.channels_last))
-            return y.contiguous().numpy()
-    return run
+def _bf16(emulator, example: torch.Tensor) -> Runner:
+    """The plugin with ``precision = 'bf16'``."""
+    clone = copy.copy(emulator)  # shares the model and its inference network
+    clone.precision = "bf16"
+    return clone.predict_batch
 
 
 def _traced(emulator, example: torch.Tensor, optimize: bool = False) -> Runner:
@@ -212,8 +211,8 @@ def _conv1x1_patched(emulator, forward) -> Runner:
 
 VARIANTS: dict[str, Callable] = {
     "baseline": _baseline,
-    "channels_last": _channels_last,
-    "channels_last_input": _channels_last_input,
+    "unfolded": _unfolded,
+    "bf16_autocast": _bf16,
     "jit_trace_freeze": _jit_freeze,
     "jit_freeze_optimize_for_inference": _jit_optimize,
     "jit_onednn_graph_fuser": _onednn_graph,

@@ -147,3 +147,14 @@ def test_step_bench_accounts_for_the_whole_step_and_unwraps_its_timers():
     assert rows["lai"]["stages"]["drivers read"] > 0 == rows["landuse"]["stages"]["drivers read"]
     import ai4land_coupler.inference as inference
     assert inference.with_halo is with_halo and "wrapper" not in Component._means.__qualname__
+
+
+def test_precision_bench_reports_a_small_but_real_change_of_the_coupled_outputs(world_dir):
+    import bench_precision
+
+    r = bench_precision.measure(year=2031, threads=2, world=world_dir)
+    assert 0 < r["fraction_mean"] < 1e-3 and r["fraction_p99"] < 1e-2  # class fractions
+    assert 0 < r["map_changed"] < 0.01  # share of land pixels whose class changes
+    assert 0 < r["fine_lai_mean"] < 0.05 * r["lai_mean"]
+    assert all(t > 0 for t in (*r["landuse_step_s"], *r["lai_step_s"]))
+    assert "| landuse |" in bench_precision.table(r) and "| lai |" in bench_precision.table(r)

@@ -303,6 +303,21 @@ def test_shipped_metadata_records_provenance():
     assert load_emulator("landuse", "landuse_unet_v1").meta["architecture"]["film_names"] == list(BIOCLIM_NAMES)
 
 
+@pytest.mark.parametrize("kind, name", [("landuse", "landuse_unet_v1"), ("lai", "lai_unet_v1")])
+def test_bf16_precision_runs_the_network_in_bfloat16_close_to_fp32(kind, name):
+    emulator = load_emulator(kind, name)
+    x = np.random.default_rng(0).normal(size=(2, emulator.in_channels, 64, 64)).astype(np.float32)
+    fp32 = emulator.predict_batch(x)
+    emulator.precision = "bf16"
+    bf16 = emulator.predict_batch(x)
+    assert bf16.dtype == np.float32 and bf16.shape == fp32.shape
+    assert not np.array_equal(bf16, fp32)  # bfloat16 keeps 8 bits of mantissa
+    assert np.abs(bf16 - fp32).max() <= 0.05 * np.abs(fp32).max()
+    with pytest.raises(EmulatorError, match="precision 'fp16' is not one of fp32, bf16"):
+        emulator.precision = "fp16"
+    assert emulator.precision == "bf16"
+
+
 def test_shipped_landuse_metrics_are_reproduced_bit_for_bit(world_dir):
     """The recorded skill is not copied from anywhere: evaluating again on the same world gives it back exactly."""
     emulator = load_emulator("landuse", "landuse_unet_v1")

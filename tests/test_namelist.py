@@ -1,8 +1,10 @@
+import re
+
 import pytest
 
 from ai4land_coupler.datasets import FILE_NAMES, REQUIRED_FILES
 from ai4land_coupler.errors import NamelistError
-from ai4land_coupler.namelist import read_namelist
+from ai4land_coupler.namelist import SCHEMA, read_namelist
 from conftest import REPO, write_namelist
 
 
@@ -20,6 +22,19 @@ def test_example_namelists_are_valid(tmp_path):
     (tmp_path / "example.nml").write_text(nml)
     cfg = read_namelist(tmp_path / "example.nml")
     assert (cfg.host_nlat, cfg.host_nlon, cfg.lai_cadence, cfg.tile_size) == (90, 180, "monthly", 128)
+
+
+def test_the_example_namelist_shows_every_key_at_its_default(tmp_path):
+    """namelists/ai4land_example.nml says it holds every key at its default (region commented out)."""
+    world = _input_dir(tmp_path / "world")
+    text = (REPO / "namelists" / "ai4land_example.nml").read_text()
+    listed = set(re.findall(r"^\s*!?\s*(\w+)\s*=", text, re.M))
+    assert set(SCHEMA) - listed == set()
+    (tmp_path / "example.nml").write_text(text.replace("'../data/world'", f"'{world}'"))
+    cfg = read_namelist(tmp_path / "example.nml")
+    resolved = {"host_nlat", "host_nlon", "input_dir"} | {k for k in SCHEMA if k.endswith("_file") and k != "host_weights_file"}
+    defaults = set(SCHEMA) - resolved  # the file keys resolve to paths in input_dir
+    assert [k for k in defaults if getattr(cfg, k) != SCHEMA[k].default] == []
 
 
 def test_defaults_and_relative_paths(tmp_path):

@@ -1,4 +1,4 @@
-"""The per-rank runtime: the heap policy (keep_freed_memory) and the namelist switch for it."""
+"""The per-rank runtime settings of the namelist: the heap policy (keep_freed_memory) and the precision."""
 import ctypes
 import ctypes.util
 import subprocess
@@ -55,4 +55,12 @@ def test_component_sets_the_heap_policy_only_when_asked(world_dir, tmp_path, mon
     c.init(None, nml)
     assert calls == ([1] if keep else [])
     assert c.config.keep_freed_memory is keep
+    c.finalize()
+
+
+def test_the_namelist_precision_reaches_both_emulators(world_dir, tmp_path):
+    nml = write_namelist(tmp_path / "a.nml", world_dir, precision="'bf16'")
+    c = Component()
+    c.init(None, nml)
+    assert c.landuse_emulator.precision == c.lai_emulator.precision == "bf16"
     c.finalize()

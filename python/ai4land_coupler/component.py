@@ -146,10 +146,10 @@ class Component:
         self.history = collective(self.comm, self._open_history)
         self.state = State.INITIALISED
         self.log.info("initialised on %d ranks: host grid %s, emulator grid %dx%d in %d bands, %s, device %s, "
-                      "%d torch threads", self.comm.size, self.host_map.description, self.fine_grid.nlat,
+                      "%d torch threads, %s", self.comm.size, self.host_map.description, self.fine_grid.nlat,
                       self.fine_grid.nlon, len(self.layout.bands),
                       f"fine rows {first}-{end}" if self.slab >= 0 else "no fine rows", self.runtime.device,
-                      self.runtime.threads)
+                      self.runtime.threads, cfg.precision)
 
     def _open_history(self):
         """The fine-grid history on rank 0 (the one writer), if the namelist asks for one."""
@@ -193,6 +193,9 @@ class Component:
             dev = self.runtime.device
             self.landuse_emulator = load_emulator("landuse", cfg.landuse_emulator, dev) if cfg.do_dynamic_landuse else None
             self.lai_emulator = load_emulator("lai", cfg.lai_emulator, dev) if cfg.do_dynamic_lai else None
+            for emulator in (self.landuse_emulator, self.lai_emulator):
+                if emulator is not None:
+                    emulator.precision = cfg.precision
 
     def _agree(self, call: str, *states: State, then=None):
         """The start of a collective call: every rank checks its state and its failures since the

@@ -80,6 +80,9 @@ class Config:
     device: str = _opt("auto", "'auto' (GPU when present), 'cpu' or 'cuda'", choices=("auto", "cpu", "cuda"))
     torch_threads: int = _opt(0, "torch threads per inference rank (0 = cores on the node / ranks on the node)",
                               minimum=0, maximum=1024)
+    precision: str = _opt("fp32", "arithmetic of the networks: 'fp32', or 'bf16' (autocast: convolutions and matrix "
+                          "products in bfloat16; faster on GPUs and on CPUs with AMX or AVX-512 BF16; the change in "
+                          "the outputs is measured in docs/performance.md)", choices=("fp32", "bf16"))
     inference_ranks: int = _opt(0, "ranks that run the emulators (0 = all ranks on CPU, one per GPU)",
                                 minimum=0)
     tile_size: int = _opt(128, "edge of the square inference tiles in fine cells (multiple of 8)",

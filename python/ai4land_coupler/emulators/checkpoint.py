@@ -100,6 +100,10 @@ def _channel_difference(have: list[str], want: list[str]) -> str:
     return f"channel {k} is '{have[k]}', expected '{want[k]}'"
 
 
+#: The arithmetics :attr:`Emulator.precision` takes.
+PRECISIONS = ("fp32", "bf16")
+
+
 class Emulator:
     """A U-Net with its metadata: input channels, their normalisation, classes, grid and tile size."""
 
@@ -108,6 +112,7 @@ class Emulator:
     def __init__(self, model: nn.Module, meta: dict):
         self.model = model.eval().to(memory_format=torch.channels_last)  # oneDNN's fastest layout here
         self._network: tuple | None = None  # (key of the model's tensors, its inference network)
+        self._precision = "fp32"
         self.meta = meta
         norm = meta["normalisation"]
         self._mean = np.asarray(norm["mean"], dtype=np.float32)[:, None, None]
@@ -137,13 +142,26 @@ class Emulator:
         out /= self._std
         return out
 
+    @property
+    def precision(self) -> str:
+        """The arithmetic of :meth:`predict_batch`: ``"fp32"``, or ``"bf16"`` (autocast: the
+        convolutions and matrix products in bfloat16, the rest in float32; the output float32)."""
+        return self._precision
+
+    @precision.setter
+    def precision(self, value: str) -> None:
+        if value not in PRECISIONS:
+            raise EmulatorError(f"{self.name}: precision {value!r} is not one of {', '.join(PRECISIONS)}")
+        self._precision = value
+
     def predict_batch(self, x: np.ndarray) -> np.ndarray:
         """The network on a batch (B, C, tile, tile) float32 → (B, K, tile, tile) float32, on the
-        model's device, in eval mode, through :meth:`inference_network`."""
+        model's device, in eval mode, through :meth:`inference_network`, in :attr:`precision`."""
         network = self.inference_network()
         device = next(network.parameters()).device
         try:
-            with torch.inference_mode():  # channels-last: oneDNN's fastest layout, the same bits at any thread count
+            # channels-last: oneDNN's fastest layout, the same bits at any thread count
+            with torch.inference_mode(), torch.autocast(device.type, torch.bfloat16, enabled=self.precision == "bf16"):
                 batch = torch.from_numpy(x).to(device).contiguous(memory_format=torch.channels_last)
                 return network(batch).float().contiguous().cpu().numpy()
         except Exception as exc:

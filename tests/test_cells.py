@@ -7,7 +7,7 @@ import pytest
 
 from ai4land_coupler.datasets import CLASS_CODES, CLASS_INDEX, GROUP_OF_CLASS, LANDUSE_CLASSES, SCENARIO_GROUPS, STATIC_NAMES
 from ai4land_coupler.emulators import LandUseEmulator
-from ai4land_coupler.emulators.landuse import CLASS_COLUMN
+from ai4land_coupler.emulators.landuse import CLASS_COLUMN, landuse_features
 from ai4land_coupler.errors import EmulatorError
 
 # The reference's class level → column of the conservation: the 5 scenario groups, then "no group" (ocean, water).
@@ -119,6 +119,43 @@ def reference_uncertainty(probs, land_mask):
     return np.where(land_mask, np.clip(entropy, 0.0, 1.0), 0.0)
 
 
+def reference_landuse_features(scenario_fine, static, prev_map, area, k, static_names):
+    """The raw land-use inputs as NumPy built them, channel block by channel block."""
+    h, w = prev_map.shape
+    level = CLASS_INDEX[prev_map]
+    onehot = (level[None] == np.arange(len(LANDUSE_CLASSES))[:, None, None])
+    blocks = _to_blocks(onehot.astype(np.float64) * area, k)  # (cells, k*k, classes)
+    weight = _to_blocks(np.asarray(area, dtype=np.float64)[None], k)[..., 0].sum(axis=1)
+    shares = np.zeros((blocks.shape[0], len(SCENARIO_GROUPS)))
+    for g in range(len(SCENARIO_GROUPS)):
+        for i in range(k * k):  # pixel order, as the kernels sum
+            shares[:, g] += blocks[:, i, :] @ GROUP_MATRIX[:, g]
+    previous = _from_blocks(np.repeat((shares / weight[:, None])[:, None, :], k * k, axis=1), k, (h, w))
+    row, col = ((np.arange(n) % k + 0.5) / k - 0.5 for n in (h, w))
+    position = np.stack(np.meshgrid(row, col, indexing="ij")).astype(np.float32)
+    scenario_fine = np.asarray(scenario_fine, dtype=np.float32)
+    return np.concatenate([scenario_fine, scenario_fine - previous.astype(np.float32), position,
+                           np.stack([np.asarray(static[n], dtype=np.float32) for n in static_names]),
+                           onehot.astype(np.float32)])
+
+
+def test_landuse_inputs_are_the_numpy_features_normalised_on_any_cut_of_the_grid():
+    logits, land, area, scenario, previous = _fields(5, h=32)
+    rng = np.random.default_rng(5)
+    static = {n: rng.normal(size=land.shape).astype(np.float32) for n in STATIC_NAMES}
+    raw = reference_landuse_features(scenario, static, previous, area, 4, STATIC_NAMES)
+    em = _emulator()
+    em._mean = rng.normal(size=(raw.shape[0], 1, 1)).astype(np.float32)
+    em._std = rng.uniform(0.5, 2.0, size=(raw.shape[0], 1, 1)).astype(np.float32)
+    np.testing.assert_array_equal(landuse_features(scenario, static, previous, area, 4, STATIC_NAMES), raw)
+    whole = em.inputs(scenario, static, previous, area)
+    np.testing.assert_array_equal(whole, (raw - em._mean) / em._std)
+    for first, end in ((0, 8), (8, 20), (20, 32)):
+        rows = slice(first, end)
+        part = em.inputs(scenario[:, rows], {n: v[rows] for n, v in static.items()}, previous[rows], area[rows])
+        assert np.array_equal(part, whole[:, rows])
+
+
 def _fields(seed=0, h=24, w=32, k=4):
     """Random probabilities on a masked grid, a scenario the land can hold, polar-like areas."""
     rng = np.random.default_rng(seed)
@@ -197,13 +234,15 @@ def test_masked_lai_is_the_softplus_over_land():
     np.testing.assert_array_equal(lai, LaiEmulator.apply_mask(LaiEmulator.finish(raw)[0], land))
 
 
-def test_conserve_leaves_its_input_alone_and_checks_shapes():
+def test_conserve_leaves_its_input_alone_unless_asked_and_checks_shapes():
     logits, land, area, scenario, _ = _fields(4)
     em = _emulator()
     probs = em.masked_probabilities(logits, land)
     kept = probs.copy()
-    em.conserve(probs, scenario, land, area)
-    assert np.array_equal(probs, kept)
+    conserved = em.conserve(probs, scenario, land, area)
+    assert np.array_equal(probs, kept) and not np.array_equal(conserved, kept)
+    assert em.conserve(probs, scenario, land, area, in_place=True) is probs
+    assert np.array_equal(probs, conserved)
     with pytest.raises(EmulatorError, match="do not match the land mask"):
         em.conserve(probs[:, :, :-4], scenario, land, area)
     with pytest.raises(EmulatorError, match="do not tile coarse cells"):

@@ -281,6 +281,47 @@ def _allocate(p, scenario, land, area, k, column, previous_index, codes, out, fi
 
 
 @kernel
+def _landuse_inputs(scenario, previous, area, static, k, column, mean, std, out, first, end):
+    """Coarse-cell rows [first, end) of the land-use inputs ``out`` (C, H, W) float32, ``(raw - mean)
+    / std`` per channel, from the fine scenario (G, H, W) float32, the previous map's class levels
+    (H, W; -1 no data), the pixel areas and the static fields (S, H, W) float32. Raw channels: the
+    scenario; the scenario minus the area-weighted group fractions of the previous map in the cell
+    (summed in pixel order, as :func:`_group_shares`); the pixel's position in its cell; the static
+    fields; the one-hot previous class."""
+    groups, n, w = scenario.shape[0], column.size, area.shape[1]
+    nstatic = static.shape[0]
+    share = np.empty(groups)
+    raw = np.empty(out.shape[0], dtype=np.float32)
+    for cy in range(first, end):
+        for cx in range(w // k):
+            share[:] = 0.0
+            weight = 0.0
+            for a in range(k):
+                for b in range(k):
+                    y, x = cy * k + a, cx * k + b
+                    weight += area[y, x]
+                    c = previous[y, x]
+                    if c >= 0 and 0 <= column[c] < groups:
+                        share[column[c]] += area[y, x]
+            for g in range(groups):
+                share[g] /= weight
+            for a in range(k):
+                for b in range(k):
+                    y, x = cy * k + a, cx * k + b
+                    for g in range(groups):
+                        raw[g] = scenario[g, y, x]
+                        raw[groups + g] = scenario[g, y, x] - np.float32(share[g])
+                    raw[2 * groups] = np.float32((a + 0.5) / k - 0.5)
+                    raw[2 * groups + 1] = np.float32((b + 0.5) / k - 0.5)
+                    for s in range(nstatic):
+                        raw[2 * groups + 2 + s] = static[s, y, x]
+                    for c in range(n):
+                        raw[2 * groups + 2 + nstatic + c] = 1.0 if previous[y, x] == c else 0.0
+                    for c in range(out.shape[0]):
+                        out[c, y, x] = (raw[c] - mean[c]) / std[c]
+
+
+@kernel
 def _normalised_entropy(p, land, out, first, end):
     """Rows [first, end) of ``out`` (H, W): the entropy of the land classes 1..K-1 over log(K-1),
     clipped to [0, 1]; 0 off land."""
@@ -345,6 +386,14 @@ def group_shares(p, weights, k, column, groups) -> np.ndarray:
     """(groups, H/k, W/k) float64: per coarse cell, the weighted mean of the classes of each column."""
     out = np.empty((groups, p.shape[1] // k, p.shape[2] // k))
     in_blocks(_group_shares, p.shape[1] // k, p, weights, k, column, out)
+    return out
+
+
+def landuse_inputs(scenario, previous, area, static, k, column, mean, std) -> np.ndarray:
+    """The land-use inputs (C, H, W) float32, normalised by ``mean`` and ``std`` (C) float32 (see
+    :func:`_landuse_inputs`)."""
+    out = np.empty((mean.size,) + area.shape, dtype=np.float32)
+    in_blocks(_landuse_inputs, area.shape[0] // k, scenario, previous, area, static, k, column, mean, std, out)
     return out
 
 

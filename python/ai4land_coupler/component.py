@@ -138,6 +138,7 @@ class Component:
         self.crosswalk_levels = crosswalks.field_levels(cfg.crosswalk)
         self.fine_map: np.ndarray | None = None  # this slab's rows
         self._classes: tuple | None = None  # (fine map, its one-hot classes, their covers): _map_classes
+        self._land_share: np.ndarray | None = None  # the land share of each coarse cell of the slab
         self._landuse_started = False
         self._prefetch: _Prefetch | None = None
         self.fine_lai: np.ndarray | None = None
@@ -459,7 +460,7 @@ class Component:
         if self.slab < 0:
             return None, None, None, None
         em, land = self.landuse_emulator, self.world.land_mask
-        probs = em.conserve(em.masked_probabilities(raw, land), scenario, land, self.fine_area)
+        probs = em.conserve(em.masked_probabilities(raw, land), scenario, land, self.fine_area, in_place=True)
         fine_map = em.allocate(probs, scenario, land, self.fine_area, self.fine_map)
         return probs, scenario, fine_map, em.uncertainty(probs, land)
 
@@ -499,8 +500,9 @@ class Component:
             k = self.domain.factor
             emulated = group_shares(probs, k, self.fine_area)
             wanted = scenario[:, ::k, ::k].astype(np.float64)
-            land_share = block_sum(self.world.land_mask * self.fine_area, k) / block_sum(self.fine_area, k)
-            feasible = wanted.sum(axis=0) <= land_share + CONSERVATION_TOLERANCE  # float32 states: rounding excess
+            if self._land_share is None:  # of each coarse cell's area
+                self._land_share = block_sum(self.world.land_mask * self.fine_area, k) / block_sum(self.fine_area, k)
+            feasible = wanted.sum(axis=0) <= self._land_share + CONSERVATION_TOLERANCE  # float32 states: rounding excess
             error = np.abs(emulated - wanted)[:, feasible]
             worst = float(error.max()) if error.size else 0.0
             feasible_cells, infeasible_cells = int(feasible.sum()), int((~feasible).sum())

@@ -21,8 +21,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..datasets import (CLASS_CODES, CLASS_INDEX, GROUP_COLUMN, LANDUSE_CLASSES, NODATA, SCENARIO_GROUPS, WATER,
-                        group_fractions)
+from ..datasets import CLASS_CODES, CLASS_INDEX, GROUP_COLUMN, LANDUSE_CLASSES, NODATA, SCENARIO_GROUPS, WATER
 from ..errors import EmulatorError
 from ..grids import upsample_blocks
 from .. import cells
@@ -56,19 +55,28 @@ def landuse_channels(static_names) -> list[str]:
             + ["cell_row", "cell_col"] + list(static_names) + [f"previous_{name}" for _, name in LANDUSE_CLASSES])
 
 
-def one_hot_classes(codes: np.ndarray) -> np.ndarray:
-    """(8, H, W) float32 one-hot of a map of class codes; all zero where the map has no data (99)."""
+def class_levels(codes: np.ndarray) -> np.ndarray:
+    """(H, W) int64 level in :data:`LANDUSE_CLASSES` of each class code of a map; -1 where it has
+    no data (99)."""
     index = CLASS_INDEX[codes]
     if np.any((index < 0) & (codes != NODATA)):
         bad = np.unique(codes[(index < 0) & (codes != NODATA)]).tolist()
         raise EmulatorError(f"class map holds codes {bad} outside {CLASS_CODES.tolist()}")
-    return (index[None] == np.arange(len(LANDUSE_CLASSES))[:, None, None]).astype(np.float32)
+    return index
+
+
+def one_hot_classes(codes: np.ndarray) -> np.ndarray:
+    """(8, H, W) float32 one-hot of a map of class codes; all zero where the map has no data (99)."""
+    return (class_levels(codes)[None] == np.arange(len(LANDUSE_CLASSES))[:, None, None]).astype(np.float32)
 
 
 def landuse_features(scenario_fine: np.ndarray, static: dict, prev_map: np.ndarray, area: np.ndarray, factor: int,
-                     static_names) -> np.ndarray:
-    """Raw (unnormalised) inputs (C, H, W) float32; ``area``: the pixels' areas (any unit)."""
-    scenario_fine = np.asarray(scenario_fine, dtype=np.float32)
+                     static_names, mean: np.ndarray | None = None, std: np.ndarray | None = None) -> np.ndarray:
+    """Inputs (C, H, W) float32, raw, or normalised as ``(raw - mean) / std`` per channel when
+    ``mean`` and ``std`` (C) are given (one pass either way: :func:`.cells.landuse_inputs`);
+    ``area``: the pixels' areas (any unit)."""
+    scenario_fine = np.ascontiguousarray(scenario_fine, dtype=np.float32)
+    prev_map = np.asarray(prev_map)
     h, w = prev_map.shape
     if scenario_fine.shape != (len(SCENARIO_GROUPS), h, w):
         raise EmulatorError(f"scenario_fine has shape {scenario_fine.shape}, expected {(len(SCENARIO_GROUPS), h, w)}")
@@ -81,16 +89,14 @@ def landuse_features(scenario_fine: np.ndarray, static: dict, prev_map: np.ndarr
         raise EmulatorError(f"static fields {missing} are missing (have {sorted(static)})")
     if np.shape(area) != (h, w):
         raise EmulatorError(f"area has shape {np.shape(area)}, expected {(h, w)}")
-    previous = upsample_blocks(group_fractions(prev_map, factor, area), factor)
-    row, col = ((np.arange(n) % factor + 0.5) / factor - 0.5 for n in (h, w))
-    position = np.stack(np.meshgrid(row, col, indexing="ij")).astype(np.float32)
-    return np.concatenate([
-        scenario_fine,
-        scenario_fine - previous.astype(np.float32),
-        position,
-        np.stack([np.asarray(static[n], dtype=np.float32) for n in static_names]),
-        one_hot_classes(prev_map),
-    ])
+    channels = 2 * len(SCENARIO_GROUPS) + 2 + len(static_names) + len(LANDUSE_CLASSES)
+    mean = np.zeros(channels, np.float32) if mean is None else np.asarray(mean, np.float32).ravel()
+    std = np.ones(channels, np.float32) if std is None else np.asarray(std, np.float32).ravel()
+    if mean.size != channels or std.size != channels:
+        raise EmulatorError(f"{mean.size} means and {std.size} standard deviations for {channels} input channels")
+    return cells.landuse_inputs(scenario_fine, class_levels(prev_map), np.ascontiguousarray(area, dtype=np.float64),
+                                np.stack([np.asarray(static[n], dtype=np.float32) for n in static_names]),
+                                factor, GROUP_COLUMN, mean, std)
 
 
 class LandUseEmulator(Emulator):
@@ -136,9 +142,8 @@ class LandUseEmulator(Emulator):
 
     def inputs(self, scenario_fine: np.ndarray, static: dict, prev_map: np.ndarray, area: np.ndarray) -> np.ndarray:
         """Normalised network input (C, H, W) float32 for the year of ``scenario_fine``."""
-        raw = landuse_features(scenario_fine, static, np.asarray(prev_map), area, self.meta["coarse_factor"],
-                               self.meta["static_names"])
-        return self.normalise(raw)
+        return landuse_features(scenario_fine, static, prev_map, area, self.meta["coarse_factor"],
+                                self.meta["static_names"], self._mean, self._std)
 
     @staticmethod
     def probabilities(logits: torch.Tensor) -> torch.Tensor:
@@ -170,7 +175,7 @@ class LandUseEmulator(Emulator):
         return out
 
     def conserve(self, probs: np.ndarray, scenario_fine: np.ndarray, land_mask: np.ndarray, area: np.ndarray, *,
-                 iterations: int = 30) -> np.ndarray:
+                 iterations: int = 30, in_place: bool = False) -> np.ndarray:
         """The projection onto the scenario: probabilities (8, H, W) float64 whose area-weighted
         expected share of each scenario group in every coarse cell equals the scenario's.
 
@@ -183,10 +188,11 @@ class LandUseEmulator(Emulator):
         their classes as at the pixel, or as in the cell where the pixel has none). Ocean pixels
         are left as they are. Apply after :meth:`apply_mask`; arrays aligned to coarse cells as
         for :meth:`inputs`. Where the scenario asks for more than the cell's land (real LUH2 and
-        the fine land mask can disagree), its groups are scaled down to fit.
+        the fine land mask can disagree), its groups are scaled down to fit. ``in_place``: project
+        ``probs`` itself where it is C-ordered float64 (and return it), instead of a copy.
         """
         p, scenario, land, area = _cell_fields(self.meta["coarse_factor"], probs, scenario_fine, land_mask, area)
-        p = p.copy() if np.shares_memory(p, probs) else p
+        p = p.copy() if np.shares_memory(p, probs) and not in_place else p
         cells.conserve(p, scenario, land, area, self.meta["coarse_factor"], CLASS_COLUMN, iterations)
         return p
 

@@ -303,6 +303,28 @@ def test_shipped_metadata_records_provenance():
     assert load_emulator("landuse", "landuse_unet_v1").meta["architecture"]["film_names"] == list(BIOCLIM_NAMES)
 
 
+def test_the_inference_network_follows_every_change_of_the_model():
+    """predict_batch runs a folded copy of the model: made again after training steps or loads."""
+    emulator = load_emulator("landuse", "landuse_unet_v1")
+    x = np.random.default_rng(0).normal(size=(2, emulator.in_channels, 64, 64)).astype(np.float32)
+    before = emulator.predict_batch(x)
+    network = emulator.inference_network()
+    assert emulator.inference_network() is network  # made once while the model stays as it is
+    with torch.no_grad():
+        emulator.model.head.bias += 1.0  # in place, as an optimiser step
+    after = emulator.predict_batch(x)
+    assert emulator.inference_network() is not network
+    np.testing.assert_allclose(after, before + 1.0, rtol=0, atol=1e-4)
+    state = {k: v.clone() for k, v in emulator.model.state_dict().items()}
+    state["down.0.norm1.running_mean"] += 0.5  # a BatchNorm statistic, folded into the weights
+    emulator.model.load_state_dict(state)
+    with torch.inference_mode():
+        expected = emulator.model(torch.from_numpy(x)).numpy()
+    moved = emulator.predict_batch(x)
+    assert not np.allclose(moved, after, atol=1e-3)
+    np.testing.assert_allclose(moved, expected, rtol=0, atol=1e-5 * np.abs(expected).max())
+
+
 @pytest.mark.parametrize("kind, name", [("landuse", "landuse_unet_v1"), ("lai", "lai_unet_v1")])
 def test_bf16_precision_runs_the_network_in_bfloat16_close_to_fp32(kind, name):
     emulator = load_emulator(kind, name)

@@ -171,7 +171,7 @@ class Emulator:
         """:attr:`model` with its BatchNorms folded into the weights (``UNet.folded``), channels-last;
         made again whenever a parameter or buffer of :attr:`model` has changed (training, loading)."""
         tensors = [*self.model.parameters(), *self.model.buffers()]
-        key = tuple((id(t), t._version, t.device) for t in tensors)
+        key = tuple((id(t), t.data_ptr(), t._version, t.device) for t in tensors)
         if self._network is None or self._network[0] != key:
             self._network = (key, self.model.folded().to(memory_format=torch.channels_last))
         return self._network[1]

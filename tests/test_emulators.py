@@ -13,6 +13,7 @@ from ai4land_coupler.datasets import BIOCLIM_NAMES, CLASS_CODES, STATIC_NAMES, W
 from ai4land_coupler.emulators import (LANDUSE_CLASSES, SHIPPED, WEIGHTS_DIR, LaiEmulator, LandUseEmulator, UNet,
                                        load_emulator)
 from ai4land_coupler.datasets import group_shares
+from ai4land_coupler.emulators.lai import lai_features
 from ai4land_coupler.emulators.landuse import one_hot_classes
 from ai4land_coupler.errors import EmulatorError
 from ai4land_coupler.grids import LatLonGrid, Region, block_sum
@@ -152,6 +153,20 @@ def test_lai_is_non_negative_by_construction_and_masked_over_ocean():
     land = rng.random((16, 16)) > 0.5
     lai = emu.apply_mask(out[0, 0].numpy() + 1.0, land)
     assert np.all(lai[~land] == 0.0) and np.all(lai[land] >= 1.0)
+
+
+def test_lai_inputs_are_the_concatenated_features_normalised():
+    emu = load_emulator("lai", "lai_unet_v1")
+    rng = np.random.default_rng(4)
+    classes = rng.dirichlet(np.ones(8), size=(16, 24)).transpose(2, 0, 1).astype(np.float32)
+    drivers = (rng.normal(size=(3, 16, 24)) * [[[280.0]], [[1e-5]], [[200.0]]]).astype(np.float32)
+    angle = 2.0 * np.pi * 200.5 / 365.0
+    season = np.broadcast_to(np.array([np.sin(angle), np.cos(angle)], np.float32)[:, None, None], (2, 16, 24))
+    raw = np.concatenate([classes, drivers, season])
+    np.testing.assert_array_equal(lai_features(classes, drivers, 200.5), raw)
+    np.testing.assert_array_equal(emu.inputs(classes, drivers, 200.5), emu.normalise(raw))
+    with pytest.raises(EmulatorError, match="drivers has shape"):
+        emu.inputs(classes, drivers[:2], 200.5)
 
 
 def test_checkpoint_round_trip(tmp_path, monkeypatch):

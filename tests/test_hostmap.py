@@ -75,3 +75,25 @@ def test_an_unstructured_host_through_a_weights_file_conserves_the_global_areas(
     np.testing.assert_allclose(out[(steps[0], "lai")] @ area_b, latlon[(steps[0], "lai")] @ area_ll, rtol=1e-9)
     with pytest.raises(PartitionError, match="box partition needs a lat-lon host grid"):
         run_lifecycle(None, nml, Box(0, 0, 10, 10), steps, 1, ncells)
+
+
+def test_one_hot_weights_give_the_same_means_as_their_float_one_hot():
+    """HostExchange.means with OneHot weights (the LAI per class) sums one term per fine cell
+    instead of one per level: the same bits as the float one-hot weights."""
+    from ai4land_coupler.comm import SerialComm
+    from ai4land_coupler.inference import make_layout
+    from ai4land_coupler.redistribution import HostExchange, OneHot
+
+    fine = LatLonGrid(48, 96)
+    layout = make_layout(48, 96, tile=16, overlap=0.5, wrap_lon=True, band_rows=8, n_slabs=1)
+    exchange = HostExchange(SerialComm(), LatLonHostMap(fine, 12, 24), layout, 0, [0], np.arange(12 * 24))
+    rng = np.random.default_rng(3)
+    levels = rng.integers(-1, 8, size=(48, 96))  # -1: in no class
+    one_hot = (levels[None] == np.arange(8)[:, None, None]).astype(np.float32)
+    values = rng.random((1, 48, 96)).astype(np.float32)
+    per_class = rng.random((8, 48, 96))
+    floats = exchange.means([(values, one_hot), (per_class, one_hot)])
+    onehot = exchange.means([(values, OneHot(levels, 8)), (per_class, OneHot(levels, 8))])
+    for a, b in zip(floats, onehot):
+        assert a.shape == b.shape == (8, 12 * 24) and np.array_equal(a, b)
+    assert (floats[0] > 0).mean() > 0.8  # a class is in most host cells (16 fine cells each)

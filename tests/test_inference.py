@@ -23,6 +23,7 @@ def test_gaussian_weights():
     w = gaussian_weights(64)
     assert w.shape == (64, 64) and w.max() == 1.0 and w.min() == pytest.approx(1e-3)
     assert np.allclose(w, w.T) and np.allclose(w, w[::-1, ::-1])
+    assert gaussian_weights(64) is w and not w.flags.writeable  # made once, and nobody changes it
 
 
 @pytest.mark.parametrize("wrap", [True, False])

@@ -21,7 +21,7 @@ import numpy as np
 from . import crosswalks
 from .clock import Events, ModelClock
 from .datasets import NODATA, fill_nodata, group_shares
-from .emulators.landuse import one_hot_classes
+from .emulators.landuse import class_levels, one_hot_classes
 from .comm import Communicator, as_communicator, collective
 from .errors import (Ai4LandError, ArgumentError, CallOrderError, ClockError, EmulatorError, InputFileError,
                      NamelistError, PartitionError)
@@ -30,7 +30,7 @@ from .inference import BandLayout, blend, make_layout, predict_slab, slab_sums, 
 from .namelist import Config, read_namelist
 from .hostmap import HostMap, make_host_map
 from .partition import Box, Points, validate_cover
-from .redistribution import HostExchange
+from .redistribution import HostExchange, OneHot
 from .runtime import RankRuntime, keep_freed_memory, plan_runtime, setup_logging
 
 DRIVERS = ("tas", "pr", "rsds")  # fields the host may put: monthly means on its cells
@@ -557,23 +557,24 @@ class Component:
         whose middle is ``day_of_year`` (days since 1 January)."""
         em = self.lai_emulator
         on_slab = self.slab >= 0
-        classes, covers = self._map_classes() if on_slab else (None, None)
+        classes, levels, covers = self._map_classes() if on_slab else (None, None, None)
         raw = self._predict(em, lambda: em.inputs(classes, drivers, day_of_year))
         fine_lai = em.masked_lai(raw, self.world.land_mask) if on_slab else None
         lai = fine_lai[None] if on_slab else None
-        fields = {"lai": (lai, None), "lai_per_class": (lai, classes)}
+        fields = {"lai": (lai, None), "lai_per_class": (lai, levels)}
         if self.config.crosswalk == "ecland":
             fields.update({name: (lai, covers[cover][None] if on_slab else None)
                            for name, cover in crosswalks.ECLAND_LAI.items()})
         return fine_lai, dict(zip(fields, self._means(*fields.values())))
 
-    def _map_classes(self) -> tuple[np.ndarray, dict | None]:
-        """The current fine map's one-hot classes (8, rows, W) float32 and, with the ECLand crosswalk,
-        their covers; computed once per map (every new map is a new array)."""
+    def _map_classes(self) -> tuple[np.ndarray, OneHot, dict | None]:
+        """The current fine map's one-hot classes (8, rows, W) float32, the same as weights of the
+        host-cell means, and, with the ECLand crosswalk, their covers; computed once per map (every
+        new map is a new array)."""
         if self._classes is None or self._classes[0] is not self.fine_map:
             classes = one_hot_classes(self.fine_map)
             covers = crosswalks.ecland_covers(classes) if self.config.crosswalk == "ecland" else None
-            self._classes = (self.fine_map, classes, covers)
+            self._classes = (self.fine_map, classes, OneHot(class_levels(self.fine_map), len(self.classes)), covers)
         return self._classes[1:]
 
     def _daily_lai(self, date) -> tuple[np.ndarray | None, dict]:

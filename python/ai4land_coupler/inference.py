@@ -19,6 +19,7 @@ receptive field, and blending only mixes in the cut edges of tiles at small Gaus
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Callable
 
@@ -59,12 +60,15 @@ def make_lattice(nlat: int, nlon: int, tile: int, overlap: float, wrap_lon: bool
     return TileLattice(nlat, nlon, tile, _starts(nlat, tile, step, False), _starts(nlon, tile, step, wrap_lon), wrap_lon)
 
 
+@functools.lru_cache(maxsize=8)
 def gaussian_weights(tile: int) -> np.ndarray:
-    """Separable Gaussian (sigma = tile/8), clamped away from zero, peak 1."""
+    """Separable Gaussian (sigma = tile/8), clamped away from zero, peak 1 (read-only, made once)."""
     x = np.arange(tile) - (tile - 1) / 2.0
     g = np.exp(-0.5 * (x / (tile / 8.0)) ** 2)
     w = np.outer(g, g)
-    return np.maximum(w / w.max(), 1e-3)
+    w = np.maximum(w / w.max(), 1e-3)
+    w.flags.writeable = False
+    return w
 
 
 @dataclass(frozen=True)

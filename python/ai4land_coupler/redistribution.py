@@ -41,6 +41,27 @@ def _weighted_sums(slot, pixel, up, values, weights, levels, out, first):
 
 
 @kernel
+def _one_hot_sums(slot, pixel, up, values, level, levels, out, first):
+    """:func:`_weighted_sums` with the one-hot of ``level`` (per pixel; -1 none) as the weights:
+    one term per entry instead of one per level, the same sums."""
+    per_level_v = values.shape[0] > 1
+    for e in range(slot.size):
+        s, p = slot[e], pixel[e]
+        k = level[p]
+        if k >= 0 and up[e] != 0.0:
+            out[s, first + k] += up[e] * values[k if per_level_v else 0, p]
+            out[s, first + levels + k] += up[e]
+
+
+@dataclass(frozen=True)
+class OneHot:
+    """Weights that are the one-hot of a map: ``levels`` (rows, W) integers in [0, count), -1 for none."""
+
+    levels: np.ndarray
+    count: int
+
+
+@kernel
 def _add_rows(total, message, offset, positions):
     """``total[positions[i]] += message[offset + i·width : …]``, width = total's row length."""
     width = total.shape[1]
@@ -119,11 +140,12 @@ class HostExchange:
         return block.reshape(block.shape[0], -1)
 
     def means(self, fields: list[tuple[np.ndarray | None, np.ndarray | None]]) -> list[np.ndarray]:
-        """For each (values (L or 1, rows, W), weights (L or 1, rows, W) or None) on this rank's slab
-        (both None on a rank without one): the mean of the values over each of this rank's host
-        cells, weighted by area (the host map's ``up``) times ``weights``, (L, local cells); 0 where
-        the weights vanish. A field of one level serves all L. Collective."""
-        spec = [max(v.shape[0], 0 if w is None else w.shape[0]) for v, w in fields] if self.bands else None
+        """For each (values (L or 1, rows, W), weights (L or 1, rows, W), :class:`OneHot` or None) on
+        this rank's slab (both None on a rank without one): the mean of the values over each of this
+        rank's host cells, weighted by area (the host map's ``up``) times ``weights``, (L, local
+        cells); 0 where the weights vanish. A field of one level serves all L. Collective."""
+        spec = [max(v.shape[0], 0 if w is None else w.count if isinstance(w, OneHot) else w.shape[0])
+                for v, w in fields] if self.bands else None
         levels = next((s for s in self.comm.allgather(spec) if s is not None), None)
         if levels is None:  # no rank holds a band: nothing is mapped
             return [np.zeros((len(fields), self.nlocal)) for _ in fields]
@@ -133,8 +155,13 @@ class HostExchange:
             sums = np.zeros((b.cells.size, nsums))
             k = 0
             for n, (values, weights) in zip(levels, fields):
-                weights = _ONE if weights is None else self._rows(weights, b.band)
-                _weighted_sums(b.slot, b.entries.pixel, b.entries.up, self._rows(values, b.band), weights, n, sums, k)
+                values = self._rows(values, b.band)
+                if isinstance(weights, OneHot):
+                    level = self._rows(weights.levels[None], b.band)[0]
+                    _one_hot_sums(b.slot, b.entries.pixel, b.entries.up, values, level, n, sums, k)
+                else:
+                    weights = _ONE if weights is None else self._rows(weights, b.band)
+                    _weighted_sums(b.slot, b.entries.pixel, b.entries.up, values, weights, n, sums, k)
                 k += 2 * n
             for rank, (start, end) in b.ranges.items():
                 send[rank].append(sums[start:end].ravel())

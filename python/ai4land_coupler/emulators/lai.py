@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..compiled import kernel
+from ..compiled import in_blocks, kernel
 from ..datasets import DRIVER_NAMES, LANDUSE_CLASSES
 from ..errors import EmulatorError
 from .checkpoint import Emulator
@@ -22,17 +22,38 @@ def lai_channels() -> list[str]:
     return [f"fraction_{name}" for _, name in LANDUSE_CLASSES] + list(DRIVER_NAMES) + ["season_sin", "season_cos"]
 
 
-def lai_features(class_fractions: np.ndarray, drivers: np.ndarray, day_of_year: float) -> np.ndarray:
-    """Raw (unnormalised) inputs (C, H, W) float32."""
-    class_fractions, drivers = np.asarray(class_fractions, np.float32), np.asarray(drivers, np.float32)
+def lai_features(class_fractions: np.ndarray, drivers: np.ndarray, day_of_year: float,
+                 mean: np.ndarray | None = None, std: np.ndarray | None = None) -> np.ndarray:
+    """Inputs (C, H, W) float32, raw, or normalised as ``(raw - mean) / std`` per channel when
+    ``mean`` and ``std`` (C) are given (one pass either way)."""
+    class_fractions = np.ascontiguousarray(class_fractions, np.float32)
+    drivers = np.ascontiguousarray(drivers, np.float32)
     if class_fractions.ndim != 3 or class_fractions.shape[0] != len(LANDUSE_CLASSES):
         raise EmulatorError(f"class_fractions has shape {class_fractions.shape}, expected ({len(LANDUSE_CLASSES)}, H, W)")
     if drivers.shape != (len(DRIVER_NAMES),) + class_fractions.shape[1:]:
         raise EmulatorError(f"drivers has shape {drivers.shape}, expected {(len(DRIVER_NAMES),) + class_fractions.shape[1:]}")
+    channels = len(LANDUSE_CLASSES) + len(DRIVER_NAMES) + 2
+    mean = np.zeros(channels, np.float32) if mean is None else np.asarray(mean, np.float32).ravel()
+    std = np.ones(channels, np.float32) if std is None else np.asarray(std, np.float32).ravel()
+    if mean.size != channels or std.size != channels:
+        raise EmulatorError(f"{mean.size} means and {std.size} standard deviations for {channels} input channels")
     angle = 2.0 * np.pi * float(day_of_year) / 365.0
-    season = np.broadcast_to(np.array([np.sin(angle), np.cos(angle)], np.float32)[:, None, None],
-                             (2,) + class_fractions.shape[1:])
-    return np.concatenate([class_fractions, drivers, season])
+    season = np.array([np.sin(angle), np.cos(angle)], np.float32)
+    out = np.empty((channels,) + class_fractions.shape[1:], np.float32)
+    in_blocks(_lai_inputs, out.shape[1], class_fractions, drivers, season, mean, std, out)
+    return out
+
+
+@kernel
+def _lai_inputs(classes, drivers, season, mean, std, out, first, end):
+    """Rows [first, end) of ``out``: the classes, the drivers and the two season values, each
+    channel as ``(raw - mean) / std``."""
+    n, m = classes.shape[0], drivers.shape[0]
+    for y in range(first, end):
+        for c in range(out.shape[0]):
+            for x in range(out.shape[2]):
+                raw = classes[c, y, x] if c < n else drivers[c - n, y, x] if c < n + m else season[c - n - m]
+                out[c, y, x] = (raw - mean[c]) / std[c]
 
 
 @kernel
@@ -81,7 +102,7 @@ class LaiEmulator(Emulator):
 
     def inputs(self, class_fractions: np.ndarray, drivers: np.ndarray, day_of_year: float) -> np.ndarray:
         """Normalised network input (C, H, W) float32."""
-        return self.normalise(lai_features(class_fractions, drivers, day_of_year))
+        return lai_features(class_fractions, drivers, day_of_year, self._mean, self._std)
 
     @staticmethod
     def finish(raw: np.ndarray) -> np.ndarray:

@@ -287,38 +287,42 @@ def _landuse_inputs(scenario, previous, area, static, k, column, mean, std, out,
     (H, W; -1 no data), the pixel areas and the static fields (S, H, W) float32. Raw channels: the
     scenario; the scenario minus the area-weighted group fractions of the previous map in the cell
     (summed in pixel order, as :func:`_group_shares`); the pixel's position in its cell; the static
-    fields; the one-hot previous class."""
+    fields; the one-hot previous class. Written a fine row and a channel at a time."""
     groups, n, w = scenario.shape[0], column.size, area.shape[1]
     nstatic = static.shape[0]
-    share = np.empty(groups)
-    raw = np.empty(out.shape[0], dtype=np.float32)
+    share = np.empty((groups, w // k))
+    weight = np.empty(w // k)
     for cy in range(first, end):
-        for cx in range(w // k):
-            share[:] = 0.0
-            weight = 0.0
-            for a in range(k):
-                for b in range(k):
-                    y, x = cy * k + a, cx * k + b
-                    weight += area[y, x]
-                    c = previous[y, x]
-                    if c >= 0 and 0 <= column[c] < groups:
-                        share[column[c]] += area[y, x]
+        share[:] = 0.0
+        weight[:] = 0.0
+        for y in range(cy * k, cy * k + k):  # each cell's pixels in order: its rows, then columns
+            for x in range(w):
+                weight[x // k] += area[y, x]
+                c = previous[y, x]
+                if c >= 0 and 0 <= column[c] < groups:
+                    share[column[c], x // k] += area[y, x]
+        for g in range(groups):
+            for cx in range(w // k):
+                share[g, cx] /= weight[cx]
+        for y in range(cy * k, cy * k + k):
             for g in range(groups):
-                share[g] /= weight
-            for a in range(k):
-                for b in range(k):
-                    y, x = cy * k + a, cx * k + b
-                    for g in range(groups):
-                        raw[g] = scenario[g, y, x]
-                        raw[groups + g] = scenario[g, y, x] - np.float32(share[g])
-                    raw[2 * groups] = np.float32((a + 0.5) / k - 0.5)
-                    raw[2 * groups + 1] = np.float32((b + 0.5) / k - 0.5)
-                    for s in range(nstatic):
-                        raw[2 * groups + 2 + s] = static[s, y, x]
-                    for c in range(n):
-                        raw[2 * groups + 2 + nstatic + c] = 1.0 if previous[y, x] == c else 0.0
-                    for c in range(out.shape[0]):
-                        out[c, y, x] = (raw[c] - mean[c]) / std[c]
+                d = groups + g
+                for x in range(w):
+                    out[g, y, x] = (scenario[g, y, x] - mean[g]) / std[g]
+                    out[d, y, x] = (scenario[g, y, x] - np.float32(share[g, x // k]) - mean[d]) / std[d]
+            c = 2 * groups
+            row = np.float32((y - cy * k + 0.5) / k - 0.5)
+            for x in range(w):
+                out[c, y, x] = (row - mean[c]) / std[c]
+                out[c + 1, y, x] = (np.float32((x % k + 0.5) / k - 0.5) - mean[c + 1]) / std[c + 1]
+            for s in range(nstatic):
+                c = 2 * groups + 2 + s
+                for x in range(w):
+                    out[c, y, x] = (static[s, y, x] - mean[c]) / std[c]
+            for level in range(n):
+                c = 2 * groups + 2 + nstatic + level
+                for x in range(w):
+                    out[c, y, x] = (np.float32(1.0 if previous[y, x] == level else 0.0) - mean[c]) / std[c]
 
 
 @kernel

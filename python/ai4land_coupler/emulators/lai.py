@@ -50,10 +50,16 @@ def _lai_inputs(classes, drivers, season, mean, std, out, first, end):
     channel as ``(raw - mean) / std``."""
     n, m = classes.shape[0], drivers.shape[0]
     for y in range(first, end):
-        for c in range(out.shape[0]):
+        for c in range(n):
             for x in range(out.shape[2]):
-                raw = classes[c, y, x] if c < n else drivers[c - n, y, x] if c < n + m else season[c - n - m]
-                out[c, y, x] = (raw - mean[c]) / std[c]
+                out[c, y, x] = (classes[c, y, x] - mean[c]) / std[c]
+        for c in range(m):
+            for x in range(out.shape[2]):
+                out[n + c, y, x] = (drivers[c, y, x] - mean[n + c]) / std[n + c]
+        for c in range(season.size):
+            value = (season[c] - mean[n + m + c]) / std[n + m + c]
+            for x in range(out.shape[2]):
+                out[n + m + c, y, x] = value
 
 
 @kernel

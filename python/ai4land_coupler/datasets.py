@@ -355,7 +355,7 @@ class WorldData:
             raise ValueError(f"unknown world files {sorted(unknown)}; known: {sorted(FILE_NAMES)}")
         self.paths = {k: Path(v) for k, v in files.items()}
         self._files: dict[str, _File] = {}
-        self._scenario_cache: dict[int, np.ndarray] = {}  # year → (5, Hc, Wc) float64
+        self._scenario_cache: dict[int, tuple] = {}  # year → ((5, Hc, Wc) float32, largest sum of the groups)
         self._anomaly_cache: dict[int, np.ndarray] = {}  # time step → (3, Hc, Wc) float32
         self._climatology: np.ndarray | None = None
         self._months: dict[str, list[tuple[int, int]]] = {}
@@ -499,15 +499,15 @@ class WorldData:
             t = self._index(luh.path, self.scenario_years, year, "year")
             states = self._time_steps("luh2_states", t, SCENARIO_BLOCK,
                                       dict.fromkeys(LUH2_STATES, {"valid": (0.0, 1.0), "fill": 0.0}))
-            groups = np.stack([sum(states[n].astype(np.float64) for n in LUH2_CROSSWALK[g]) for g in SCENARIO_GROUPS],
-                              axis=1)
-            self._scenario_cache = {self.scenario_years[t + i]: block for i, block in enumerate(groups)}
-        groups = self._scenario_cache[year]
-        total = groups.sum(axis=0)
-        if total.max() > 1.0 + 1e-4:
+            self._scenario_cache = {}
+            for i in range(len(states[LUH2_STATES[0]])):
+                groups = np.stack([sum(states[n][i].astype(np.float64) for n in LUH2_CROSSWALK[g]) for g in SCENARIO_GROUPS])
+                self._scenario_cache[self.scenario_years[t + i]] = (groups.astype(np.float32), float(groups.sum(axis=0).max()))
+        groups, most = self._scenario_cache[year]
+        if most > 1.0 + 1e-4:
             raise InputFileError(f"{self.paths['luh2_states']}: variables {'+'.join(LUH2_STATES)} sum to "
-                                 f"{total.max():.6f} > 1 in year {year}")
-        return groups.astype(np.float32)
+                                 f"{most:.6f} > 1 in year {year}")
+        return groups.copy()
 
     def scenario_groups_fine(self, year: int) -> np.ndarray:
         """:meth:`scenario_groups` upsampled block-constant to the fine grid: (5, H, W)."""

@@ -137,7 +137,7 @@ class Component:
         self.clock = ModelClock(cfg.calendar, cfg.lai_cadence, cfg.lai_interval_days)
         self.crosswalk_levels = crosswalks.field_levels(cfg.crosswalk)
         self.fine_map: np.ndarray | None = None  # this slab's rows
-        self._classes: tuple | None = None  # (fine map, its one-hot classes, their covers): _map_classes
+        self._classes: tuple | None = None  # (fine map, its one-hot classes, its OneHot, their covers): _map_classes
         self._land_share: np.ndarray | None = None  # the land share of each coarse cell of the slab
         self._landuse_started = False
         self._prefetch: _Prefetch | None = None

@@ -104,6 +104,15 @@ def _channel_difference(have: list[str], want: list[str]) -> str:
 PRECISIONS = ("fp32", "bf16")
 
 
+def channel_normalisation(mean, std, channels: int) -> tuple[np.ndarray, np.ndarray]:
+    """``mean`` and ``std`` as flat float32 arrays of ``channels`` values; None: 0 and 1 (raw)."""
+    mean = np.zeros(channels, np.float32) if mean is None else np.asarray(mean, np.float32).ravel()
+    std = np.ones(channels, np.float32) if std is None else np.asarray(std, np.float32).ravel()
+    if mean.size != channels or std.size != channels:
+        raise EmulatorError(f"{mean.size} means and {std.size} standard deviations for {channels} input channels")
+    return mean, std
+
+
 class Emulator:
     """A U-Net with its metadata: input channels, their normalisation, classes, grid and tile size."""
 

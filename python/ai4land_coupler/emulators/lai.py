@@ -14,7 +14,7 @@ from torch import nn
 from ..compiled import in_blocks, kernel
 from ..datasets import DRIVER_NAMES, LANDUSE_CLASSES
 from ..errors import EmulatorError
-from .checkpoint import Emulator
+from .checkpoint import Emulator, channel_normalisation
 from .unet import UNet
 
 
@@ -33,10 +33,7 @@ def lai_features(class_fractions: np.ndarray, drivers: np.ndarray, day_of_year: 
     if drivers.shape != (len(DRIVER_NAMES),) + class_fractions.shape[1:]:
         raise EmulatorError(f"drivers has shape {drivers.shape}, expected {(len(DRIVER_NAMES),) + class_fractions.shape[1:]}")
     channels = len(LANDUSE_CLASSES) + len(DRIVER_NAMES) + 2
-    mean = np.zeros(channels, np.float32) if mean is None else np.asarray(mean, np.float32).ravel()
-    std = np.ones(channels, np.float32) if std is None else np.asarray(std, np.float32).ravel()
-    if mean.size != channels or std.size != channels:
-        raise EmulatorError(f"{mean.size} means and {std.size} standard deviations for {channels} input channels")
+    mean, std = channel_normalisation(mean, std, channels)
     angle = 2.0 * np.pi * float(day_of_year) / 365.0
     season = np.array([np.sin(angle), np.cos(angle)], np.float32)
     out = np.empty((channels,) + class_fractions.shape[1:], np.float32)

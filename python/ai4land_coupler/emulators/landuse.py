@@ -25,7 +25,7 @@ from ..datasets import CLASS_CODES, CLASS_INDEX, GROUP_COLUMN, LANDUSE_CLASSES, 
 from ..errors import EmulatorError
 from ..grids import upsample_blocks
 from .. import cells
-from .checkpoint import Emulator
+from .checkpoint import Emulator, channel_normalisation
 from .unet import UNet
 
 
@@ -90,10 +90,7 @@ def landuse_features(scenario_fine: np.ndarray, static: dict, prev_map: np.ndarr
     if np.shape(area) != (h, w):
         raise EmulatorError(f"area has shape {np.shape(area)}, expected {(h, w)}")
     channels = 2 * len(SCENARIO_GROUPS) + 2 + len(static_names) + len(LANDUSE_CLASSES)
-    mean = np.zeros(channels, np.float32) if mean is None else np.asarray(mean, np.float32).ravel()
-    std = np.ones(channels, np.float32) if std is None else np.asarray(std, np.float32).ravel()
-    if mean.size != channels or std.size != channels:
-        raise EmulatorError(f"{mean.size} means and {std.size} standard deviations for {channels} input channels")
+    mean, std = channel_normalisation(mean, std, channels)
     return cells.landuse_inputs(scenario_fine, class_levels(prev_map), np.ascontiguousarray(area, dtype=np.float64),
                                 np.stack([np.asarray(static[n], dtype=np.float32) for n in static_names]),
                                 factor, GROUP_COLUMN, mean, std)

@@ -12,7 +12,9 @@ from conftest import write_namelist
 
 GLIBC = hasattr(ctypes.CDLL(ctypes.util.find_library("c")), "gnu_get_libc_version")
 
-# Allocates and frees 48 MB of arrays 20 times; prints the page faults of those 20 rounds.
+# Allocates ten 8 MB arrays and frees them, 20 times; prints the page faults of those 20 rounds.
+# glibc's own policy hands the 80 MB back to the system after each round (it is above its trim
+# threshold), so every round faults it in again; the kept heap reuses it.
 FAULTS = """
 import resource, sys
 import numpy as np
@@ -20,17 +22,16 @@ from ai4land_coupler.runtime import keep_freed_memory
 if sys.argv[1] == "keep":
     assert keep_freed_memory()
 faults = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-a, b = np.ones(3_000_000), np.ones(2_000_000)
-del a, b
+def allocate_and_free():
+    arrays = [np.ones(1_000_000) for _ in range(10)]
+    del arrays
+allocate_and_free()
 before = faults()
 for _ in range(20):
-    a, b = np.ones(3_000_000), np.ones(2_000_000)
-    del a
-    c = np.ones(1_000_000)
-    del b, c
+    allocate_and_free()
 print(faults() - before)
 """
-PAGES_PER_ROUND = 6_000_000 * 8 // 4096  # glibc's own policy faults in about a tenth of them
+PAGES_TOUCHED = 20 * 10 * 8_000_000 // 4096
 
 
 def _faults(policy: str) -> int:
@@ -42,7 +43,9 @@ def _faults(policy: str) -> int:
 @pytest.mark.skipif(not GLIBC, reason="mallopt is glibc's")
 def test_kept_memory_is_reused_without_page_faults():
     kept = _faults("keep")
-    assert kept < 0.0005 * 20 * PAGES_PER_ROUND, f"{kept} page faults in 20 rounds of {PAGES_PER_ROUND} pages"
+    # glibc's own policy faults in about a quarter of the pages here; background page migration
+    # (THP compaction) can add a few hundred faults on a busy machine.
+    assert kept < 0.01 * PAGES_TOUCHED, f"{kept} page faults, {_faults('default')} without the kept heap"
 
 
 @pytest.mark.parametrize("keep", [True, False])

@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 import torch
 
+from ai4land_coupler import inference
 from ai4land_coupler.comm import run_threads
 from ai4land_coupler.emulators.unet import UNet
 from ai4land_coupler.inference import gaussian_weights, make_lattice, make_layout, predict_slab, tile_step, tiled_predict
@@ -154,3 +155,34 @@ def test_tiling_differs_from_the_whole_field_only_where_the_receptive_field_is_c
     assert diff[cut].max() > 1e-3 * np.abs(whole).max()  # and the cut is really what differs
     # The Gaussian keeps the seam small: cut tile edges weigh little against the tile centres.
     assert np.median(diff[cut]) < 0.05 * np.abs(whole).std()
+
+
+def _reference_tile(field, row, col, tile, wrap):
+    """The tile at (row, col) by the edge rules, one cell at a time."""
+    channels, rows, width = field.shape
+    out = np.zeros((channels, tile, tile), np.float32)
+    for y in range(tile):
+        for x in range(tile):
+            r, c = row + y, col + x
+            if wrap:
+                out[:, y, x] = field[:, min(r, rows - 1), c % width]
+            elif r < rows and c < width:
+                out[:, y, x] = field[:, r, c]
+    return out
+
+
+@pytest.mark.parametrize("wrap, shape", [(True, (50, 40)), (False, (50, 70))])
+def test_tiles_are_views_of_the_completed_field_with_the_edge_rules(wrap, shape):
+    field = np.random.default_rng(3).normal(size=(3, *shape)).astype(np.float32)
+    layout = make_layout(*shape, tile=32, overlap=0.5, wrap_lon=wrap, band_rows=shape[0], n_slabs=1)
+    completed = inference._completed(field, layout, 0)
+    lat = layout.lattice
+    row_of_tiles = np.array([(0, c) for c in lat.lon_starts])
+    two_rows = np.array(lat.tiles[len(lat.lon_starts) - 2:len(lat.lon_starts) + 1])  # unevenly spaced
+    for batch in (row_of_tiles, two_rows, np.array([lat.tiles[-1]] * 2)):
+        tiles = inference._tiles(completed, batch[:, 0], batch[:, 1], 32)
+        for tile, (row, col) in zip(tiles, batch):
+            assert np.array_equal(tile, _reference_tile(field, row, col, 32, wrap)), (row, col)
+        assert np.shares_memory(tiles, completed) == (batch is not two_rows)
+    with pytest.raises(ValueError, match="pass a field"):
+        inference._tiles(completed, np.array([completed.shape[1] - 31]), np.array([0]), 32)

@@ -4,10 +4,11 @@ machine compiles them once. Where no cache location is writable (a read-only ins
 writable home), each process compiles them instead of failing to import.
 
 :func:`in_blocks` runs a kernel over blocks of independent work items on as many threads as torch
-has."""
+has, the caller among them."""
 from __future__ import annotations
 
 import functools
+import itertools
 import sys
 from concurrent.futures import ThreadPoolExecutor
 
@@ -23,18 +24,35 @@ def kernel(function):
 
 
 def in_blocks(work, items: int, *args) -> None:
-    """``work(*args, first, end)`` over the items [0, items) cut into one block per torch thread
-    (one without torch in the process), run side by side (kernels release the GIL). The items must
-    be independent (each computed alone, written to its own place), so that the cut changes no bit."""
+    """``work(*args, first, end)`` over the items [0, items), cut into up to four blocks per torch
+    thread (one thread without torch in the process) that the calling thread and the pool's
+    workers take in turn (kernels release the GIL). The calling thread never waits for a worker
+    that has not started: right after a forward pass, torch's OpenMP threads may hold the other
+    cores for a few milliseconds, and the caller then does the work alone. The items must be
+    independent (each computed alone, written to its own place), so that the cut changes no bit."""
     torch = sys.modules.get("torch")
-    blocks = max(1, min(torch.get_num_threads() if torch else 1, items))
-    if blocks == 1:
+    threads = max(1, min(torch.get_num_threads() if torch else 1, items))
+    if threads == 1:
         work(*args, 0, items)
         return
+    blocks = min(items, BLOCKS_PER_THREAD * threads)
     edges = [items * b // blocks for b in range(blocks + 1)]
-    pool = _pool(blocks)
-    for job in [pool.submit(work, *args, first, end) for first, end in zip(edges[:-1], edges[1:])]:
-        job.result()
+    taken = itertools.count()  # next() is atomic under the GIL
+
+    def drain():
+        while (block := next(taken)) < blocks:
+            work(*args, edges[block], edges[block + 1])
+
+    helpers = [_pool(threads - 1).submit(drain) for _ in range(threads - 1)]
+    try:
+        drain()
+    finally:
+        for job in helpers:
+            if not job.cancel():
+                job.result()
+
+
+BLOCKS_PER_THREAD = 4
 
 
 @functools.lru_cache(maxsize=None)

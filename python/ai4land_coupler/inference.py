@@ -11,9 +11,10 @@ sums (σ = tile/8, as MONAI and nnU-Net) go to the bands they overlap. Tiles are
 receives in band order, so the result is the same bits for any number of host or inference ranks.
 
 Tiles start at multiples of the step, itself a multiple of the U-Net's 8× downsampling, so every
-tile pools on the same pixel phase as a whole-field pass; tiles that pass the field's far edges
-are completed as they are cut (wrapped in longitude and the last row repeated on a global grid;
-zeros on a regional grid), so that the last tile fits. A tile's prediction then equals the whole-field one wherever the tile holds the pixel's whole
+tile pools on the same pixel phase as a whole-field pass; the field is completed
+once per slab past its far edges (wrapped in longitude and the last row repeated on a global grid;
+zeros on a regional grid) so that the last tiles fit, and a row of tiles is a strided view of it
+(no copy). A tile's prediction then equals the whole-field one wherever the tile holds the pixel's whole
 receptive field, and blending only mixes in the cut edges of tiles at small Gaussian weight
 (``tests/test_inference.py`` measures this seam).
 """
@@ -148,37 +149,51 @@ def _halo(inputs: np.ndarray | None, layout: BandLayout, comm: Communicator, sla
 
 
 @kernel
-def _cut_tile(field, first, row, col, wrap, out):
-    """``out`` (C, t, t) = the tile whose first grid cell is (row, col), from ``field`` (C, rows, W),
-    the grid rows [first, first + rows). Beyond the field's last row: that row on a global grid
-    (the pole), zero on a regional one; beyond its last column: the columns from the start on a
-    global grid (longitude wraps), zero on a regional one (the mean of the normalised inputs, as
-    the convolutions pad at the near edges)."""
-    channels, rows, width = field.shape
-    size = out.shape[1]
-    for k in range(channels):
-        for y in range(size):
-            r = row + y - first
-            if r >= rows and not wrap:
+def _complete(field, wrap, out, start, end):
+    """Channels [start, end) of ``out`` (C, R, Wc): the field (C, rows, W) completed to R rows and
+    Wc columns, as the tiles that pass its far edges need it. Beyond the field's last row: that
+    row on a global grid (the pole), zero on a regional one; beyond its last column: the columns
+    from the start on a global grid (longitude wraps), zero on a regional one (the mean of the
+    normalised inputs, as the convolutions pad at the near edges)."""
+    rows, width = field.shape[1], field.shape[2]
+    for k in range(start, end):
+        for y in range(out.shape[1]):
+            if y >= rows and not wrap:
                 out[k, y, :] = 0.0
                 continue
-            source = field[k, min(r, rows - 1)]
-            x = 0
-            while x < size:  # runs of columns up to the field's east edge, then from its start (or zeros)
-                c = col + x if not wrap else (col + x) % width
-                if c >= width:
+            source = field[k, min(y, rows - 1)]
+            for x in range(0, out.shape[2], width):  # runs of columns up to the field's east edge
+                n = min(out.shape[2] - x, width)
+                if x and not wrap:
                     out[k, y, x:] = 0.0
                     break
-                n = min(size - x, width - c)
-                out[k, y, x:x + n] = source[c:c + n]
-                x += n
+                out[k, y, x:x + n] = source[:n]
 
 
-@kernel
-def _cut_tiles(field, first, rows, cols, wrap, out, start, end):
-    """Tiles [start, end) of ``out`` (B, C, t, t): tile n's first grid cell is (rows[n], cols[n])."""
-    for n in range(start, end):
-        _cut_tile(field, first, rows[n], cols[n], wrap, out[n])
+def _completed(field: np.ndarray, layout: BandLayout, slab: int) -> np.ndarray:
+    """The slab's :func:`with_halo` field completed to every row and column its tiles reach."""
+    lat = layout.lattice
+    shape = (field.shape[0], layout.slab_reach(slab) - layout.slab_rows(slab)[0], max(lat.lon_starts) + lat.tile)
+    if field.shape == shape:
+        return field
+    out = np.empty(shape, dtype=np.float32)
+    in_blocks(_complete, shape[0], field, lat.wrap_lon, out)
+    return out
+
+
+def _tiles(field: np.ndarray, rows: np.ndarray, cols: np.ndarray, tile: int) -> np.ndarray:
+    """The (B, C, tile, tile) tiles of a C-ordered ``field`` (C, R, W) whose first cells are
+    (rows[n], cols[n]): a strided view of the field when the tiles are evenly spaced in memory
+    (a row of tiles: no copy), else a copy."""
+    if rows.max() + tile > field.shape[1] or cols.max() + tile > field.shape[2] or min(rows.min(), cols.min()) < 0:
+        raise ValueError(f"tiles of {tile} at rows {rows.tolist()}, columns {cols.tolist()} pass a field of {field.shape}")
+    offsets = rows * field.shape[2] + cols
+    spacing = int(offsets[1] - offsets[0]) if len(offsets) > 1 else 0
+    if spacing >= 0 and np.array_equal(offsets, offsets[0] + spacing * np.arange(len(offsets))):
+        item = field.strides[2]
+        return np.lib.stride_tricks.as_strided(field[:, rows[0]:, cols[0]:], (len(rows), field.shape[0], tile, tile),
+                                               (spacing * item, *field.strides[:2], item))
+    return np.stack([field[:, r:r + tile, c:c + tile] for r, c in zip(rows, cols)])
 
 
 @kernel
@@ -196,7 +211,8 @@ def _add_weighted(sums, out, weights, rows, cols, start, end):
 
 def _band_sums(predict_batch, field: np.ndarray, first: int, band: Band, layout: BandLayout,
                batch_size: int) -> np.ndarray | None:
-    """A band's tiles, predicted in batches of fixed composition and summed in tile order with their
+    """A band's tiles, cut from the slab's :func:`_completed` field (grid rows from ``first``),
+    predicted in batches of fixed composition and summed in tile order with their
     Gaussian weights: (K+1, rows, W) float64 over the grid rows [band first row, reach), the last
     level holding the sum of the weights; wrapped columns folded back; None for a band without tiles."""
     if not band.tiles:
@@ -210,9 +226,7 @@ def _band_sums(predict_batch, field: np.ndarray, first: int, band: Band, layout:
         batch = band.tiles[k:k + batch_size]
         # a batch of one can take another kernel path, whose bits vary with the thread count: doubled
         rows, cols = (np.array(c, dtype=np.int64) for c in zip(*(batch * 2 if len(batch) == 1 else batch)))
-        x = np.empty((len(rows), field.shape[0], tile, tile), dtype=np.float32)
-        in_blocks(_cut_tiles, len(rows), field, first, rows, cols, lat.wrap_lon, x)
-        out = np.ascontiguousarray(predict_batch(x)[:len(batch)], dtype=np.float32)
+        out = np.ascontiguousarray(predict_batch(_tiles(field, rows - first, cols, tile))[:len(batch)], dtype=np.float32)
         if sums is None:
             width = max(lat.lon_starts) + tile
             sums = np.zeros((out.shape[1] + 1, band.reach - top, width), dtype=np.float64)
@@ -272,6 +286,7 @@ def slab_sums(predict_batch, field: np.ndarray | None, layout: BandLayout, *, sl
     sums = {}
     if field is not None:
         first = layout.slab_rows(slab)[0]
+        field = _completed(field, layout, slab)
         for band in layout.slab_bands(slab):
             band_sums = _band_sums(predict_batch, field, first, band, layout, batch_size)
             if band_sums is not None:

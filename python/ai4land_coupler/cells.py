@@ -86,6 +86,9 @@ def _shares(q, land_area, cell_area, column, share):
     share /= cell_area
 
 
+FIT_TOLERANCE = 4e-16  # a round whose factors all change by less than this is the last one
+
+
 @kernel
 def _fit(q, land_area, cell_area, target, column, iterations, start, factor, weight, share):
     """Iterative proportional fitting of one cell: each round, one factor per column brings the
@@ -93,7 +96,8 @@ def _fit(q, land_area, cell_area, target, column, iterations, start, factor, wei
     of the classes within a column, and renormalising commutes with the factors, so after any
     number of rounds a land pixel's column masses are ``start[i, g] · F[g] / Σ_h start[i, h] · F[h]``
     with ``F`` the product of the factors so far: the rounds update the 6 products alone (kept
-    at a largest of 1) and the classes are scaled once at the end."""
+    at a largest of 1) and the classes are scaled once at the end. The rounds stop early once
+    the shares meet the targets to rounding (:data:`FIT_TOLERANCE`)."""
     kk, n, ncol = q.shape[0], q.shape[1], factor.size
     for i in range(kk):
         start[i, :] = 0.0
@@ -113,13 +117,18 @@ def _fit(q, land_area, cell_area, target, column, iterations, start, factor, wei
             for g in range(ncol):
                 weight[g] += start[i, g] * scale
         top = 0.0
+        fitted = True
         for g in range(ncol):
             share[g] = factor[g] * weight[g] / cell_area
             if share[g] > 0:
-                factor[g] *= target[g] / share[g]
+                ratio = target[g] / share[g]
+                fitted = fitted and abs(ratio - 1.0) <= FIT_TOLERANCE
+                factor[g] *= ratio
             top = max(top, factor[g])
         for g in range(ncol):
             factor[g] /= top if top > 0 else 1.0
+        if fitted:  # a further round would move no factor by more than rounding
+            break
     for i in range(kk):
         if land_area[i] == 0.0:
             continue

@@ -339,14 +339,31 @@ def blend(sums: dict[int, np.ndarray], layout: BandLayout, *, comm: Communicator
             pieces.setdefault(dest.index, []).append(
                 (source.index, first, flat[offset:offset + size].reshape(levels, end - first, nlon)))
             offset += size
-    out = []
-    for dest in layout.slab_bands(slab):
+    bands = layout.slab_bands(slab)
+    if not bands:
+        return None
+    top = bands[0].rows[0]
+    out = None
+    for dest in bands:
         parts = sorted(pieces[dest.index], key=lambda p: p[0])
-        total = np.zeros((parts[0][2].shape[0], dest.rows[1] - dest.rows[0], nlon))
+        levels = parts[0][2].shape[0]
+        if out is None:
+            out = np.empty((levels - 1, bands[-1].rows[1] - top, nlon), dtype=np.float32)
+        total = np.zeros((levels, dest.rows[1] - dest.rows[0], nlon))
         for _, first, block in parts:  # canonical order: source band
             total[:, first - dest.rows[0]:first - dest.rows[0] + block.shape[1]] += block
-        out.append((total[:-1] / total[-1]).astype(np.float32))
-    return np.concatenate(out, axis=1) if out else None
+        in_blocks(_divide, levels - 1, total, out[:, dest.rows[0] - top:dest.rows[1] - top])
+    return out
+
+
+@kernel
+def _divide(total, out, start, end):
+    """Levels [start, end) of ``out`` (K, rows, W) float32 = ``total`` (K+1, rows, W) over its last level."""
+    weight = total[-1]
+    for k in range(start, end):
+        for y in range(out.shape[1]):
+            for x in range(out.shape[2]):
+                out[k, y, x] = total[k, y, x] / weight[y, x]
 
 
 def tiled_predict(predict_batch: Callable[[np.ndarray], np.ndarray], inputs: np.ndarray, *, tile: int, overlap: float,

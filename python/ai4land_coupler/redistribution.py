@@ -90,8 +90,7 @@ class _BandCells:
     cells: np.ndarray  # the host cells the band touches, sorted
     inverse: np.ndarray  # entry → index into cells
     to_rank: dict[int, np.ndarray]  # owner rank → indices into cells that it owns
-    slot: np.ndarray  # entry → row of the band's sums, whose rows are each owner's cells in turn
-    ranges: dict[int, tuple[int, int]]  # owner rank → its rows of the band's sums
+    slot: np.ndarray  # entry → row of the slab's sums (:attr:`HostExchange.send_rows`)
 
 
 class HostExchange:
@@ -108,17 +107,25 @@ class HostExchange:
         for rank, cells in enumerate(comm.allgather(np.asarray(local_cells, dtype=np.int64))):
             owner[cells] = rank
             position[cells] = np.arange(cells.size)
-        self.bands: list[_BandCells] = []
+        bands = []
         for band in layout.slab_bands(slab) if slab >= 0 else []:
             e = host_map.entries(*band.rows)
             cells, inverse = np.unique(e.cell, return_inverse=True)
             to_rank = {int(r): np.flatnonzero(owner[cells] == r) for r in np.unique(owner[cells])}
-            row_of_cell = np.empty(cells.size, dtype=np.int64)
-            ranges, start = {}, 0
-            for rank, index in to_rank.items():
-                row_of_cell[index] = np.arange(start, start + index.size)
-                ranges[rank], start = (start, start + index.size), start + index.size
-            self.bands.append(_BandCells(band, e, cells, inverse, to_rank, row_of_cell[inverse], ranges))
+            bands.append((band, e, cells, inverse, to_rank, np.empty(cells.size, dtype=np.int64)))
+        # The rows of the slab's sums: each owner's cells in turn, band by band (one message each).
+        self.send_rows: dict[int, tuple[int, int]] = {}
+        start = 0
+        for rank in sorted({r for *_, to_rank, _ in bands for r in to_rank}):
+            first = start
+            for *_, to_rank, row_of_cell in bands:
+                if rank in to_rank:
+                    index = to_rank[rank]
+                    row_of_cell[index] = np.arange(start, start + index.size)
+                    start += index.size
+            self.send_rows[rank] = (first, start)
+        self.bands = [_BandCells(band, e, cells, inverse, to_rank, row_of_cell[inverse])
+                      for band, e, cells, inverse, to_rank, row_of_cell in bands]
         # Tell each owner which of its cells each band sends, in band order: [band, count, positions…]…
         send = [[] for _ in range(comm.size)]
         for b in self.bands:
@@ -150,9 +157,8 @@ class HostExchange:
         if levels is None:  # no rank holds a band: nothing is mapped
             return [np.zeros((len(fields), self.nlocal)) for _ in fields]
         nsums = 2 * sum(levels)
-        send = [[] for _ in range(self.comm.size)]
+        sums = np.zeros((max((end for _, end in self.send_rows.values()), default=0), nsums))
         for b in self.bands:
-            sums = np.zeros((b.cells.size, nsums))
             k = 0
             for n, (values, weights) in zip(levels, fields):
                 values = self._rows(values, b.band)
@@ -163,9 +169,14 @@ class HostExchange:
                     weights = _ONE if weights is None else self._rows(weights, b.band)
                     _weighted_sums(b.slot, b.entries.pixel, b.entries.up, values, weights, n, sums, k)
                 k += 2 * n
-            for rank, (start, end) in b.ranges.items():
-                send[rank].append(sums[start:end].ravel())
-        received = self.comm.alltoallv([np.concatenate(m) if m else np.empty(0) for m in send], np.float64)
+        mine = self.send_rows.get(self.comm.rank)
+        send = [np.empty(0)] * self.comm.size
+        for rank, (start, end) in self.send_rows.items():
+            if rank != self.comm.rank:
+                send[rank] = sums[start:end].ravel()
+        received = self.comm.alltoallv(send, np.float64)
+        if mine is not None:  # this rank's own cells: no message
+            received[self.comm.rank] = sums[mine[0]:mine[1]].ravel()
         total = np.zeros((self.nlocal, nsums))
         offsets = [0] * self.comm.size
         for _, rank, positions in self.incoming:  # band order

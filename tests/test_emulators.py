@@ -75,6 +75,20 @@ def test_landuse_inputs_probabilities_and_mask():
     x = emu.inputs(scenario, static, nodata, area)
     previous = [emu.channels.index(f"previous_{name}") for _, name in LANDUSE_CLASSES]
     assert np.all(x[previous][:, :4, :4] == 0.0) and np.all(x[previous][:, 4:, 4:].sum(axis=0) == 1.0)
+    _assert_written_into_the_leading_corner(lambda out: emu.inputs(scenario, static, nodata, area, out), x)
+
+
+def _assert_written_into_the_leading_corner(inputs, expected):
+    """``inputs(out)`` writes ``expected`` into the leading corner of a larger ``out``, and nothing else."""
+    c, h, w = expected.shape
+    out = np.full((c, h + 3, w + 5), np.nan, np.float32)
+    x = inputs(out)
+    assert np.shares_memory(x, out) and np.array_equal(x, expected)
+    assert np.isnan(out[:, h:]).all() and np.isnan(out[:, :, w:]).all()
+    for bad in (np.zeros((c, h, w - 1), np.float32), np.zeros((c + 1, h, w), np.float32), np.zeros((c, h, w)),
+                np.zeros((c, w, h), np.float32).transpose(0, 2, 1)):
+        with pytest.raises(ValueError, match="out must be"):
+            inputs(bad)
 
 
 def _polar_cells(h: int, w: int) -> np.ndarray:
@@ -165,6 +179,7 @@ def test_lai_inputs_are_the_concatenated_features_normalised():
     raw = np.concatenate([classes, drivers, season])
     np.testing.assert_array_equal(lai_features(classes, drivers, 200.5), raw)
     np.testing.assert_array_equal(emu.inputs(classes, drivers, 200.5), emu.normalise(raw))
+    _assert_written_into_the_leading_corner(lambda out: emu.inputs(classes, drivers, 200.5, out), emu.normalise(raw))
     with pytest.raises(EmulatorError, match="drivers has shape"):
         emu.inputs(classes, drivers[:2], 200.5)
 

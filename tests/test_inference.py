@@ -3,9 +3,10 @@ import pytest
 import torch
 
 from ai4land_coupler import inference
-from ai4land_coupler.comm import run_threads
+from ai4land_coupler.comm import SerialComm, run_threads
 from ai4land_coupler.emulators.unet import UNet
-from ai4land_coupler.inference import gaussian_weights, make_lattice, make_layout, predict_slab, tile_step, tiled_predict
+from ai4land_coupler.inference import (field_buffer, gaussian_weights, make_lattice, make_layout, predict_slab, tile_step,
+                                       tiled_predict, with_halo)
 
 
 def test_lattice_is_fixed_aligned_and_covers_the_grid():
@@ -175,7 +176,7 @@ def _reference_tile(field, row, col, tile, wrap):
 def test_tiles_are_views_of_the_completed_field_with_the_edge_rules(wrap, shape):
     field = np.random.default_rng(3).normal(size=(3, *shape)).astype(np.float32)
     layout = make_layout(*shape, tile=32, overlap=0.5, wrap_lon=wrap, band_rows=shape[0], n_slabs=1)
-    completed = inference._completed(field, layout, 0)
+    completed = with_halo(field, layout, comm=SerialComm(), slab=0, slab_ranks=[0])
     lat = layout.lattice
     row_of_tiles = np.array([(0, c) for c in lat.lon_starts])
     two_rows = np.array(lat.tiles[len(lat.lon_starts) - 2:len(lat.lon_starts) + 1])  # unevenly spaced
@@ -186,3 +187,16 @@ def test_tiles_are_views_of_the_completed_field_with_the_edge_rules(wrap, shape)
         assert np.shares_memory(tiles, completed) == (batch is not two_rows)
     with pytest.raises(ValueError, match="pass a field"):
         inference._tiles(completed, np.array([completed.shape[1] - 31]), np.array([0]), 32)
+
+
+@pytest.mark.parametrize("wrap", [True, False])
+def test_inputs_written_into_the_field_buffer_are_completed_in_place(wrap):
+    field = np.random.default_rng(4).normal(size=(3, 50, 40)).astype(np.float32)
+    layout = make_layout(50, 40, tile=32, overlap=0.5, wrap_lon=wrap, band_rows=50, n_slabs=1)
+    buffer = field_buffer(layout, 0, 3)
+    buffer[:, :50, :40] = field
+    completed = with_halo(buffer[:, :50, :40], layout, comm=SerialComm(), slab=0, slab_ranks=[0])
+    assert completed is buffer
+    assert np.array_equal(completed, with_halo(field, layout, comm=SerialComm(), slab=0, slab_ranks=[0]))
+    assert inference._buffer_of(buffer[:, 1:, :40], buffer.shape) is None  # not its leading corner: copied
+    assert inference._buffer_of(np.ascontiguousarray(field), buffer.shape) is None

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .compiled import in_blocks, kernel
+from .compiled import in_blocks, kernel, output_array
 
 
 @kernel
@@ -402,12 +402,12 @@ def group_shares(p, weights, k, column, groups) -> np.ndarray:
     return out
 
 
-def landuse_inputs(scenario, previous, area, static, k, column, mean, std) -> np.ndarray:
+def landuse_inputs(scenario, previous, area, static, k, column, mean, std, out=None) -> np.ndarray:
     """The land-use inputs (C, H, W) float32, normalised by ``mean`` and ``std`` (C) float32 (see
-    :func:`_landuse_inputs`)."""
-    out = np.empty((mean.size,) + area.shape, dtype=np.float32)
+    :func:`_landuse_inputs`), in the leading corner of ``out`` if given (:func:`.compiled.output_array`)."""
+    out = output_array(out, (mean.size,) + area.shape)
     in_blocks(_landuse_inputs, area.shape[0] // k, scenario, previous, area, static, k, column, mean, std, out)
-    return out
+    return out[:, :area.shape[0], :area.shape[1]]
 
 
 def normalised_entropy(p, land) -> np.ndarray:

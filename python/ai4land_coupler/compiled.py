@@ -13,6 +13,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import numba
+import numpy as np
 
 
 def kernel(function):
@@ -53,6 +54,19 @@ def in_blocks(work, items: int, *args) -> None:
 
 
 BLOCKS_PER_THREAD = 4
+
+
+def output_array(out: np.ndarray | None, shape: tuple[int, int, int], dtype=np.float32) -> np.ndarray:
+    """The array a kernel writes a (C, H, W) result into: ``out`` itself when it is a C-ordered
+    array of ``dtype`` with C channels and at least H rows and W columns (the result goes into
+    its leading corner, ``out[:, :H, :W]``), or a new one when ``out`` is None."""
+    if out is None:
+        return np.empty(shape, dtype=dtype)
+    if (not isinstance(out, np.ndarray) or out.dtype != dtype or not out.flags.c_contiguous or out.ndim != 3
+            or out.shape[0] != shape[0] or out.shape[1] < shape[1] or out.shape[2] < shape[2]):
+        raise ValueError(f"out must be a C-ordered {np.dtype(dtype).name} array of {shape[0]} channels and at least "
+                         f"{shape[1]}x{shape[2]} cells, got {getattr(out, 'shape', type(out))}")
+    return out
 
 
 @functools.lru_cache(maxsize=None)

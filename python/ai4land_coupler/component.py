@@ -26,7 +26,7 @@ from .comm import Communicator, as_communicator, collective
 from .errors import (Ai4LandError, ArgumentError, CallOrderError, ClockError, EmulatorError, InputFileError,
                      NamelistError, PartitionError)
 from .grids import LatLonGrid, block_sum
-from .inference import BandLayout, blend, make_layout, predict_slab, slab_sums, tile_step, with_halo
+from .inference import BandLayout, blend, field_buffer, make_layout, predict_slab, slab_sums, tile_step, with_halo
 from .namelist import Config, read_namelist
 from .hostmap import HostMap, make_host_map
 from .partition import Box, Points, validate_cover
@@ -385,10 +385,15 @@ class Component:
         return self.exchange.means(list(fields))
 
     def _predict(self, emulator, make_inputs) -> np.ndarray | None:
-        """The emulator over this slab (None off the slab ranks); ``make_inputs()`` gives its raw inputs."""
-        inputs = collective(self.comm, lambda: make_inputs() if self.slab >= 0 else None)
-        return predict_slab(emulator.predict_batch if emulator is not None else None, inputs, self.layout,
-                            comm=self.comm, slab=self.slab, slab_ranks=self.runtime.inference_ranks)
+        """The emulator over this slab (None off the slab ranks)."""
+        return predict_slab(emulator.predict_batch if emulator is not None else None, self._inputs(emulator, make_inputs),
+                            self.layout, comm=self.comm, slab=self.slab, slab_ranks=self.runtime.inference_ranks)
+
+    def _inputs(self, emulator, make_inputs) -> np.ndarray | None:
+        """The emulator's inputs on this slab (None off the slab ranks); collective. ``make_inputs(out)``
+        writes them into the leading corner of the slab's tile field (:func:`.inference.field_buffer`)."""
+        return collective(self.comm, lambda: make_inputs(field_buffer(self.layout, self.slab, len(emulator.meta["channels"])))
+                          if self.slab >= 0 else None)
 
     def _initial_map(self, year: int) -> np.ndarray:
         earlier = [y for y in self.world.years if y < year]
@@ -451,7 +456,7 @@ class Component:
             return collective(self.comm, prefetch.result)
         em = self.landuse_emulator
         scenario = collective(self.comm, lambda: self.world.scenario_groups_fine(year) if self.slab >= 0 else None)
-        raw = self._predict(em, lambda: em.inputs(scenario, self.world.static, self.fine_map, self.fine_area))
+        raw = self._predict(em, lambda out: em.inputs(scenario, self.world.static, self.fine_map, self.fine_area, out))
         return collective(self.comm, lambda: self._landuse_post(raw, scenario))
 
     def _landuse_post(self, raw: np.ndarray | None, scenario: np.ndarray | None):
@@ -473,8 +478,7 @@ class Component:
             return
         em = self.landuse_emulator
         scenario = collective(self.comm, lambda: self.world.scenario_groups_fine(year) if on_slab else None)
-        inputs = collective(self.comm, lambda: em.inputs(scenario, self.world.static, self.fine_map, self.fine_area)
-                            if on_slab else None)
+        inputs = self._inputs(em, lambda out: em.inputs(scenario, self.world.static, self.fine_map, self.fine_area, out))
         field = with_halo(inputs, self.layout, comm=self.comm, slab=self.slab, slab_ranks=self.runtime.inference_ranks)
         self._prefetch = _Prefetch(year, scenario)
         self._prefetch.run(lambda: slab_sums(em.predict_batch if em is not None else None, field, self.layout,
@@ -558,7 +562,7 @@ class Component:
         em = self.lai_emulator
         on_slab = self.slab >= 0
         classes, levels, covers = self._map_classes() if on_slab else (None, None, None)
-        raw = self._predict(em, lambda: em.inputs(classes, drivers, day_of_year))
+        raw = self._predict(em, lambda out: em.inputs(classes, drivers, day_of_year, out))
         fine_lai = em.masked_lai(raw, self.world.land_mask) if on_slab else None
         lai = fine_lai[None] if on_slab else None
         fields = {"lai": (lai, None), "lai_per_class": (lai, levels)}

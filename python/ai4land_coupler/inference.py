@@ -149,36 +149,51 @@ def _halo(inputs: np.ndarray | None, layout: BandLayout, comm: Communicator, sla
 
 
 @kernel
-def _complete(field, wrap, out, start, end):
-    """Channels [start, end) of ``out`` (C, R, Wc): the field (C, rows, W) completed to R rows and
-    Wc columns, as the tiles that pass its far edges need it. Beyond the field's last row: that
-    row on a global grid (the pole), zero on a regional one; beyond its last column: the columns
-    from the start on a global grid (longitude wraps), zero on a regional one (the mean of the
-    normalised inputs, as the convolutions pad at the near edges)."""
-    rows, width = field.shape[1], field.shape[2]
+def _complete(field, rows, width, wrap, start, end):
+    """Channels [start, end) of ``field`` (C, R, Wc), whose first ``rows`` rows hold the grid's
+    first ``width`` columns, completed in place as the tiles that pass the grid's far edges need
+    it. Beyond the last column: the columns from the start on a global grid (longitude wraps),
+    zero on a regional one (the mean of the normalised inputs, as the convolutions pad at the
+    near edges); beyond the last row: that row on a global grid (the pole), zero on a regional one."""
+    total_rows, total_width = field.shape[1], field.shape[2]
     for k in range(start, end):
-        for y in range(out.shape[1]):
-            if y >= rows and not wrap:
-                out[k, y, :] = 0.0
-                continue
-            source = field[k, min(y, rows - 1)]
-            for x in range(0, out.shape[2], width):  # runs of columns up to the field's east edge
-                n = min(out.shape[2] - x, width)
-                if x and not wrap:
-                    out[k, y, x:] = 0.0
-                    break
-                out[k, y, x:x + n] = source[:n]
+        for y in range(rows):
+            x = width
+            while x < total_width:
+                n = min(total_width - x, width)
+                if wrap:
+                    field[k, y, x:x + n] = field[k, y, :n]
+                else:
+                    field[k, y, x:x + n] = 0.0
+                x += n
+        for y in range(rows, total_rows):
+            if wrap:
+                field[k, y, :] = field[k, rows - 1, :]
+            else:
+                field[k, y, :] = 0.0
 
 
-def _completed(field: np.ndarray, layout: BandLayout, slab: int) -> np.ndarray:
-    """The slab's :func:`with_halo` field completed to every row and column its tiles reach."""
+def _field_shape(layout: BandLayout, slab: int) -> tuple[int, int]:
+    """(rows, columns) of a slab's :func:`with_halo` field: every grid row and column its tiles reach."""
     lat = layout.lattice
-    shape = (field.shape[0], layout.slab_reach(slab) - layout.slab_rows(slab)[0], max(lat.lon_starts) + lat.tile)
-    if field.shape == shape:
-        return field
-    out = np.empty(shape, dtype=np.float32)
-    in_blocks(_complete, shape[0], field, lat.wrap_lon, out)
-    return out
+    return layout.slab_reach(slab) - layout.slab_rows(slab)[0], max(lat.lon_starts) + lat.tile
+
+
+def field_buffer(layout: BandLayout, slab: int, channels: int) -> np.ndarray:
+    """An empty (channels, rows, columns) float32 array shaped as :func:`with_halo`'s field of
+    ``slab``. Write the slab's inputs into ``buffer[:, :slab rows, :nlon]`` (the emulators'
+    ``inputs(out=...)`` do) and pass that view on: the halo and the edges are then filled in
+    place around them instead of into a copy."""
+    return np.empty((channels, *_field_shape(layout, slab)), dtype=np.float32)
+
+
+def _buffer_of(inputs: np.ndarray, shape: tuple) -> np.ndarray | None:
+    """The :func:`field_buffer` of ``shape`` whose leading corner ``inputs`` is, or None."""
+    base = inputs.base
+    if (isinstance(base, np.ndarray) and base.shape == shape and base.dtype == np.float32 and base.flags.c_contiguous
+            and inputs.strides == base.strides and inputs.ctypes.data == base.ctypes.data):
+        return base
+    return None
 
 
 def _tiles(field: np.ndarray, rows: np.ndarray, cols: np.ndarray, tile: int) -> np.ndarray:
@@ -211,7 +226,7 @@ def _add_weighted(sums, out, weights, rows, cols, start, end):
 
 def _band_sums(predict_batch, field: np.ndarray, first: int, band: Band, layout: BandLayout,
                batch_size: int) -> np.ndarray | None:
-    """A band's tiles, cut from the slab's :func:`_completed` field (grid rows from ``first``),
+    """A band's tiles, cut from the slab's :func:`with_halo` field (grid rows from ``first``),
     predicted in batches of fixed composition and summed in tile order with their
     Gaussian weights: (K+1, rows, W) float64 over the grid rows [band first row, reach), the last
     level holding the sum of the weights; wrapped columns folded back; None for a band without tiles."""
@@ -262,21 +277,37 @@ def predict_slab(
 
 def with_halo(inputs: np.ndarray | None, layout: BandLayout, *, comm: Communicator, slab: int,
               slab_ranks) -> np.ndarray | None:
-    """This slab's inputs (C, rows, W) with the rows its tiles reach in the following slabs appended
-    (the grid rows from the slab's first up to its reach or the last row); collective (the halo
-    exchange). Tiles past the grid's edges are completed when they are cut (:func:`_cut_tile`)."""
+    """The field that this slab's tiles are cut from (C, rows, columns) float32: its inputs (C, slab
+    rows, W), then the rows its tiles reach in the following slabs (the halo, received from the
+    slabs that hold them; collective), then, past the grid's edges, the completion of
+    :func:`_complete`. Into the inputs' own :func:`field_buffer` when they are its leading corner,
+    else into a new array."""
     if len(slab_ranks) != layout.n_slabs:
         raise ValueError(f"{len(slab_ranks)} slab ranks for a layout of {layout.n_slabs} slabs")
+    field = None
     if inputs is not None:
         first, end = layout.slab_rows(slab)
         want = (end - first, layout.lattice.nlon)
         if inputs.ndim != 3 or inputs.shape[1:] != want:
             raise ValueError(f"slab {slab} inputs have shape {inputs.shape}, expected (channels, {want[0]}, {want[1]})")
-        inputs = np.ascontiguousarray(inputs, dtype=np.float32)
+        shape = (inputs.shape[0], *_field_shape(layout, slab))
+        field = _buffer_of(inputs, shape)
+        if field is None:
+            inputs = np.ascontiguousarray(inputs, dtype=np.float32)
+            if inputs.shape == shape:
+                field = inputs
     pieces = _halo(inputs, layout, comm, slab, slab_ranks)
     if pieces is None:
         return None
-    return pieces[0] if len(pieces) == 1 else np.concatenate(pieces, axis=1)
+    if field is None:
+        field = np.empty(shape, dtype=np.float32)
+        field[:, :want[0], :want[1]] = inputs
+    rows = want[0]
+    for piece in pieces[1:]:
+        field[:, rows:rows + piece.shape[1], :want[1]] = piece
+        rows += piece.shape[1]
+    in_blocks(_complete, shape[0], field, rows, want[1], layout.lattice.wrap_lon)
+    return field
 
 
 def slab_sums(predict_batch, field: np.ndarray | None, layout: BandLayout, *, slab: int,
@@ -286,7 +317,6 @@ def slab_sums(predict_batch, field: np.ndarray | None, layout: BandLayout, *, sl
     sums = {}
     if field is not None:
         first = layout.slab_rows(slab)[0]
-        field = _completed(field, layout, slab)
         for band in layout.slab_bands(slab):
             band_sums = _band_sums(predict_batch, field, first, band, layout, batch_size)
             if band_sums is not None:

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..compiled import in_blocks, kernel
+from ..compiled import in_blocks, kernel, output_array
 from ..datasets import DRIVER_NAMES, LANDUSE_CLASSES
 from ..errors import EmulatorError
 from .checkpoint import Emulator, channel_normalisation
@@ -23,9 +23,11 @@ def lai_channels() -> list[str]:
 
 
 def lai_features(class_fractions: np.ndarray, drivers: np.ndarray, day_of_year: float,
-                 mean: np.ndarray | None = None, std: np.ndarray | None = None) -> np.ndarray:
+                 mean: np.ndarray | None = None, std: np.ndarray | None = None,
+                 out: np.ndarray | None = None) -> np.ndarray:
     """Inputs (C, H, W) float32, raw, or normalised as ``(raw - mean) / std`` per channel when
-    ``mean`` and ``std`` (C) are given (one pass either way)."""
+    ``mean`` and ``std`` (C) are given (one pass either way); ``out``: an array to write them
+    into the leading corner of (:func:`.compiled.output_array`)."""
     class_fractions = np.ascontiguousarray(class_fractions, np.float32)
     drivers = np.ascontiguousarray(drivers, np.float32)
     if class_fractions.ndim != 3 or class_fractions.shape[0] != len(LANDUSE_CLASSES):
@@ -36,26 +38,27 @@ def lai_features(class_fractions: np.ndarray, drivers: np.ndarray, day_of_year: 
     mean, std = channel_normalisation(mean, std, channels)
     angle = 2.0 * np.pi * float(day_of_year) / 365.0
     season = np.array([np.sin(angle), np.cos(angle)], np.float32)
-    out = np.empty((channels,) + class_fractions.shape[1:], np.float32)
-    in_blocks(_lai_inputs, out.shape[1], class_fractions, drivers, season, mean, std, out)
-    return out
+    h, w = class_fractions.shape[1:]
+    out = output_array(out, (channels, h, w))
+    in_blocks(_lai_inputs, h, class_fractions, drivers, season, mean, std, out)
+    return out[:, :h, :w]
 
 
 @kernel
 def _lai_inputs(classes, drivers, season, mean, std, out, first, end):
     """Rows [first, end) of ``out``: the classes, the drivers and the two season values, each
     channel as ``(raw - mean) / std``."""
-    n, m = classes.shape[0], drivers.shape[0]
+    n, m, w = classes.shape[0], drivers.shape[0], classes.shape[2]
     for y in range(first, end):
         for c in range(n):
-            for x in range(out.shape[2]):
+            for x in range(w):
                 out[c, y, x] = (classes[c, y, x] - mean[c]) / std[c]
         for c in range(m):
-            for x in range(out.shape[2]):
+            for x in range(w):
                 out[n + c, y, x] = (drivers[c, y, x] - mean[n + c]) / std[n + c]
         for c in range(season.size):
             value = (season[c] - mean[n + m + c]) / std[n + m + c]
-            for x in range(out.shape[2]):
+            for x in range(w):
                 out[n + m + c, y, x] = value
 
 
@@ -103,9 +106,11 @@ class LaiEmulator(Emulator):
         arch = meta["architecture"]
         return UNet(arch["in_channels"], arch["out_channels"], tuple(arch["widths"]))
 
-    def inputs(self, class_fractions: np.ndarray, drivers: np.ndarray, day_of_year: float) -> np.ndarray:
-        """Normalised network input (C, H, W) float32."""
-        return lai_features(class_fractions, drivers, day_of_year, self._mean, self._std)
+    def inputs(self, class_fractions: np.ndarray, drivers: np.ndarray, day_of_year: float,
+               out: np.ndarray | None = None) -> np.ndarray:
+        """Normalised network input (C, H, W) float32; in the leading corner of ``out`` if given
+        (an :func:`~ai4land_coupler.inference.field_buffer`)."""
+        return lai_features(class_fractions, drivers, day_of_year, self._mean, self._std, out)
 
     @staticmethod
     def finish(raw: np.ndarray) -> np.ndarray:

@@ -71,10 +71,12 @@ def one_hot_classes(codes: np.ndarray) -> np.ndarray:
 
 
 def landuse_features(scenario_fine: np.ndarray, static: dict, prev_map: np.ndarray, area: np.ndarray, factor: int,
-                     static_names, mean: np.ndarray | None = None, std: np.ndarray | None = None) -> np.ndarray:
+                     static_names, mean: np.ndarray | None = None, std: np.ndarray | None = None,
+                     out: np.ndarray | None = None) -> np.ndarray:
     """Inputs (C, H, W) float32, raw, or normalised as ``(raw - mean) / std`` per channel when
     ``mean`` and ``std`` (C) are given (one pass either way: :func:`.cells.landuse_inputs`);
-    ``area``: the pixels' areas (any unit)."""
+    ``area``: the pixels' areas (any unit); ``out``: an array to write them into the leading
+    corner of (:func:`.compiled.output_array`)."""
     scenario_fine = np.ascontiguousarray(scenario_fine, dtype=np.float32)
     prev_map = np.asarray(prev_map)
     h, w = prev_map.shape
@@ -93,7 +95,7 @@ def landuse_features(scenario_fine: np.ndarray, static: dict, prev_map: np.ndarr
     mean, std = channel_normalisation(mean, std, channels)
     return cells.landuse_inputs(scenario_fine, class_levels(prev_map), np.ascontiguousarray(area, dtype=np.float64),
                                 np.stack([np.asarray(static[n], dtype=np.float32) for n in static_names]),
-                                factor, GROUP_COLUMN, mean, std)
+                                factor, GROUP_COLUMN, mean, std, out)
 
 
 class LandUseEmulator(Emulator):
@@ -137,10 +139,12 @@ class LandUseEmulator(Emulator):
         return UNet(arch["in_channels"], arch["out_channels"], tuple(arch["widths"]),
                     film_channels=tuple(channels.index(n) for n in film))
 
-    def inputs(self, scenario_fine: np.ndarray, static: dict, prev_map: np.ndarray, area: np.ndarray) -> np.ndarray:
-        """Normalised network input (C, H, W) float32 for the year of ``scenario_fine``."""
+    def inputs(self, scenario_fine: np.ndarray, static: dict, prev_map: np.ndarray, area: np.ndarray,
+               out: np.ndarray | None = None) -> np.ndarray:
+        """Normalised network input (C, H, W) float32 for the year of ``scenario_fine``; in the
+        leading corner of ``out`` if given (an :func:`~ai4land_coupler.inference.field_buffer`)."""
         return landuse_features(scenario_fine, static, prev_map, area, self.meta["coarse_factor"],
-                                self.meta["static_names"], self._mean, self._std)
+                                self.meta["static_names"], self._mean, self._std, out)
 
     @staticmethod
     def probabilities(logits: torch.Tensor) -> torch.Tensor:

@@ -255,16 +255,17 @@ def _allocate(p, scenario, land, area, k, column, previous_index, codes, out, fi
                     for b in range(k):
                         out[cy * k + a, cx * k + b] = codes[0]
                 continue
+            for g in range(ncol):
+                target[g] *= cell_area  # the area still to give to each group
             for i in range(kk):
                 group_prob[i, :] = 0.0
                 for c in range(n):
                     if column[c] >= 0:
                         group_prob[i, column[c]] += q[i, c]
-                for g in range(ncol):
-                    key[i * ncol + g] = -group_prob[i, g] if land_area[i] > 0 else np.inf
+                for g in range(ncol):  # a pair whose group lacks less than half the pixel now never will: not sorted
+                    wanted = land_area[i] > 0 and target[g] >= 0.5 * pixel_area[i]
+                    key[i * ncol + g] = -group_prob[i, g] if wanted else np.inf
                 chosen[i] = -1
-            for g in range(ncol):
-                target[g] *= cell_area  # the area still to give to each group
             for r in order[:_stable_order(key, order)]:
                 i, g = r // ncol, r % ncol
                 if land_area[i] > 0 and chosen[i] < 0 and target[g] >= 0.5 * pixel_area[i]:

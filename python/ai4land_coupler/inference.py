@@ -97,6 +97,7 @@ class BandLayout:
                          for b in self.bands], dtype=np.float64)
         middle = (np.cumsum(cost) - cost / 2) / cost.sum()
         self.slab_of_band = np.minimum((middle * n_slabs).astype(np.int64), n_slabs - 1)
+        self._weights: dict[tuple[str, int], np.ndarray] = {}
 
     def slab_bands(self, slab: int) -> list[Band]:
         return [b for b in self.bands if self.slab_of_band[b.index] == slab]
@@ -111,6 +112,36 @@ class BandLayout:
 
     def slab_reach(self, slab: int) -> int:
         return max([self.slab_rows(slab)[1]] + [b.reach for b in self.slab_bands(slab)])
+
+    def band_weights(self, band: Band) -> np.ndarray:
+        """The Gaussian weights of a band's tiles summed in tile order, (rows, W) over the grid rows
+        [band's first, reach), wrapped columns folded back: what :func:`_band_sums` sums are
+        weighted by. Depends on the layout alone: made once (read-only)."""
+        key = ("band", band.index)
+        if key not in self._weights:
+            lat, top = self.lattice, band.rows[0]
+            weights = gaussian_weights(lat.tile)
+            total = np.zeros((band.reach - top, max(lat.lon_starts) + lat.tile))
+            for row, col in band.tiles:
+                total[row - top:row - top + lat.tile, col:col + lat.tile] += weights
+            self._weights[key] = _folded(total[None], lat)[0]
+            self._weights[key].flags.writeable = False
+        return self._weights[key]
+
+    def blend_weights(self, dest: Band) -> np.ndarray:
+        """(rows, W) the :meth:`band_weights` of every band that overlaps ``dest``, added in band
+        order: what :func:`blend` divides ``dest``'s sums by. Made once (read-only)."""
+        key = ("blend", dest.index)
+        if key not in self._weights:
+            total = np.zeros((dest.rows[1] - dest.rows[0], self.lattice.nlon))
+            for source in self.bands:
+                for other, (first, end) in _pieces(self, source):
+                    if other.index == dest.index:
+                        total[first - dest.rows[0]:end - dest.rows[0]] += \
+                            self.band_weights(source)[first - source.rows[0]:end - source.rows[0]]
+            total.flags.writeable = False
+            self._weights[key] = total
+        return self._weights[key]
 
 
 def make_layout(nlat: int, nlon: int, *, tile: int, overlap: float, wrap_lon: bool, band_rows: int,
@@ -213,23 +244,33 @@ def _tiles(field: np.ndarray, rows: np.ndarray, cols: np.ndarray, tile: int) -> 
 
 @kernel
 def _add_weighted(sums, out, weights, rows, cols, start, end):
-    """Levels [start, end) of ``sums`` (K+1, rows, W): += weights · out[n] on tile n's cells (the
-    last level: += weights), for the tiles n of ``out`` (B, K, t, t) in order."""
-    levels, size = out.shape[1], out.shape[2]
+    """Levels [start, end) of ``sums`` (K, rows, W): += weights · out[n] on tile n's cells, for the
+    tiles n of ``out`` (B, K, t, t) in order."""
+    size = out.shape[2]
     for k in range(start, end):
         for n in range(out.shape[0]):
             row, col = rows[n], cols[n]
             for y in range(size):
                 for x in range(size):
-                    sums[k, row + y, col + x] += weights[y, x] * (out[n, k, y, x] if k < levels else 1.0)
+                    sums[k, row + y, col + x] += weights[y, x] * out[n, k, y, x]
+
+
+def _folded(sums: np.ndarray, lat: TileLattice) -> np.ndarray:
+    """(K, rows, W) sums over the lattice's columns [0, W + …), with the columns past the grid's
+    east edge added to those they wrap onto on a global grid, and cut off."""
+    nlon = lat.nlon
+    for offset in range(nlon, sums.shape[2], nlon) if lat.wrap_lon else ():
+        n = min(nlon, sums.shape[2] - offset)
+        sums[:, :, :n] += sums[:, :, offset:offset + n]
+    return sums[:, :, :nlon]
 
 
 def _band_sums(predict_batch, field: np.ndarray, first: int, band: Band, layout: BandLayout,
                batch_size: int) -> np.ndarray | None:
     """A band's tiles, cut from the slab's :func:`with_halo` field (grid rows from ``first``),
     predicted in batches of fixed composition and summed in tile order with their
-    Gaussian weights: (K+1, rows, W) float64 over the grid rows [band first row, reach), the last
-    level holding the sum of the weights; wrapped columns folded back; None for a band without tiles."""
+    Gaussian weights: (K, rows, W) float64 over the grid rows [band first row, reach) (the weights'
+    sum is :meth:`BandLayout.band_weights`); wrapped columns folded back; None for a band without tiles."""
     if not band.tiles:
         return None
     lat = layout.lattice
@@ -244,12 +285,9 @@ def _band_sums(predict_batch, field: np.ndarray, first: int, band: Band, layout:
         out = np.ascontiguousarray(predict_batch(_tiles(field, rows - first, cols, tile))[:len(batch)], dtype=np.float32)
         if sums is None:
             width = max(lat.lon_starts) + tile
-            sums = np.zeros((out.shape[1] + 1, band.reach - top, width), dtype=np.float64)
+            sums = np.zeros((out.shape[1], band.reach - top, width), dtype=np.float64)
         in_blocks(_add_weighted, len(sums), sums, out, weights, rows[:len(batch)] - top, cols[:len(batch)])
-    for offset in range(nlon, sums.shape[2], nlon) if lat.wrap_lon else ():
-        n = min(nlon, sums.shape[2] - offset)
-        sums[:, :, :n] += sums[:, :, offset:offset + n]
-    return sums[:, :lat.nlat - top, :nlon]
+    return _folded(sums, lat)[:, :lat.nlat - top]
 
 
 def predict_slab(
@@ -378,18 +416,17 @@ def blend(sums: dict[int, np.ndarray], layout: BandLayout, *, comm: Communicator
         parts = sorted(pieces[dest.index], key=lambda p: p[0])
         levels = parts[0][2].shape[0]
         if out is None:
-            out = np.empty((levels - 1, bands[-1].rows[1] - top, nlon), dtype=np.float32)
+            out = np.empty((levels, bands[-1].rows[1] - top, nlon), dtype=np.float32)
         total = np.zeros((levels, dest.rows[1] - dest.rows[0], nlon))
         for _, first, block in parts:  # canonical order: source band
             total[:, first - dest.rows[0]:first - dest.rows[0] + block.shape[1]] += block
-        in_blocks(_divide, levels - 1, total, out[:, dest.rows[0] - top:dest.rows[1] - top])
+        in_blocks(_divide, levels, total, layout.blend_weights(dest), out[:, dest.rows[0] - top:dest.rows[1] - top])
     return out
 
 
 @kernel
-def _divide(total, out, start, end):
-    """Levels [start, end) of ``out`` (K, rows, W) float32 = ``total`` (K+1, rows, W) over its last level."""
-    weight = total[-1]
+def _divide(total, weight, out, start, end):
+    """Levels [start, end) of ``out`` (K, rows, W) float32 = ``total`` (K, rows, W) / ``weight`` (rows, W)."""
     for k in range(start, end):
         for y in range(out.shape[1]):
             for x in range(out.shape[2]):

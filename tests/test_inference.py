@@ -200,3 +200,16 @@ def test_inputs_written_into_the_field_buffer_are_completed_in_place(wrap):
     assert np.array_equal(completed, with_halo(field, layout, comm=SerialComm(), slab=0, slab_ranks=[0]))
     assert inference._buffer_of(buffer[:, 1:, :40], buffer.shape) is None  # not its leading corner: copied
     assert inference._buffer_of(np.ascontiguousarray(field), buffer.shape) is None
+
+
+@pytest.mark.parametrize("wrap", [True, False])
+def test_blend_weights_are_every_tile_weight_on_the_cell(wrap):
+    layout = make_layout(50, 40, tile=32, overlap=0.5, wrap_lon=wrap, band_rows=16, n_slabs=1)
+    whole = np.zeros((50, 40))
+    for row, col in layout.lattice.tiles:
+        rows, cols = np.arange(row, row + 32), np.arange(col, col + 32)
+        keep_rows, keep_cols = rows < 50, (cols < 40) | wrap
+        np.add.at(whole, np.ix_(rows[keep_rows], cols[keep_cols] % 40), gaussian_weights(32)[np.ix_(keep_rows, keep_cols)])
+    blended = np.concatenate([layout.blend_weights(band) for band in layout.bands])
+    np.testing.assert_allclose(blended, whole, rtol=1e-12)
+    assert blended.min() > 0 and not layout.blend_weights(layout.bands[0]).flags.writeable

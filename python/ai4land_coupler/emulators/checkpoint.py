@@ -165,7 +165,8 @@ class Emulator:
 
     def predict_batch(self, x: np.ndarray) -> np.ndarray:
         """The network on a batch (B, C, tile, tile) float32 → (B, K, tile, tile) float32, on the
-        model's device, in eval mode, through :meth:`inference_network`, in :attr:`precision`."""
+        model's device, in eval mode, through :meth:`inference_network`, in :attr:`precision`.
+        The batch may be any strided view (a row of tiles is one of the slab's field); it is only read."""
         network = self.inference_network()
         device = next(network.parameters()).device
         try:

@@ -320,9 +320,9 @@ class Component:
     def restore(self, state: dict) -> None:
         """Set the state read by :func:`.restart.read` (this rank's rows and cells)."""
         if state["current_date"]:
-            date, clock = state["current_date"], state["current_date"].split("T")
-            y, m, d = (int(v) for v in clock[0].split("-"))
-            hh, mm, ss = (int(float(v)) for v in clock[1].split(":"))
+            day, time_of_day = state["current_date"].split("T")
+            y, m, d = (int(v) for v in day.split("-"))
+            hh, mm, ss = (int(float(v)) for v in time_of_day.split(":"))
             self.clock.current = self.clock.date(y, m, d, hh * 3600 + mm * 60 + ss)
         self._landuse_started = state["landuse_started"]
         self.fine_map, self.fine_lai = state["fine_map"], state["fine_lai"]

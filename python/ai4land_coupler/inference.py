@@ -11,11 +11,12 @@ sums (σ = tile/8, as MONAI and nnU-Net) go to the bands they overlap. Tiles are
 receives in band order, so the result is the same bits for any number of host or inference ranks.
 
 Tiles start at multiples of the step, itself a multiple of the U-Net's 8× downsampling, so every
-tile pools on the same pixel phase as a whole-field pass; the field is completed
-once per slab past its far edges (wrapped in longitude and the last row repeated on a global grid;
-zeros on a regional grid) so that the last tiles fit, and a row of tiles is a strided view of it
-(no copy). A tile's prediction then equals the whole-field one wherever the tile holds the pixel's whole
-receptive field, and blending only mixes in the cut edges of tiles at small Gaussian weight
+tile pools on the same pixel phase as a whole-field pass. A slab's field (its inputs, written
+where the emulator made them, and its halo) is completed in place past the grid's far edges
+(wrapped in longitude and the last row repeated on a global grid; zeros on a regional grid) so
+that the last tiles fit, and a row of tiles is a strided view of it (no copy). A tile's
+prediction then equals the whole-field one wherever the tile holds the pixel's whole receptive
+field, and blending only mixes in the cut edges of tiles at small Gaussian weight
 (``tests/test_inference.py`` measures this seam).
 """
 from __future__ import annotations
@@ -274,7 +275,7 @@ def _band_sums(predict_batch, field: np.ndarray, first: int, band: Band, layout:
     if not band.tiles:
         return None
     lat = layout.lattice
-    tile, nlon = lat.tile, lat.nlon
+    tile = lat.tile
     weights = gaussian_weights(tile)
     top = band.rows[0]
     sums = None

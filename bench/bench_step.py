@@ -32,8 +32,8 @@ from conftest import WORLD, write_namelist  # noqa: E402
 # stage → the functions that do it, as (module, owner in that module or None, name).
 STAGES = {
     "network (bare forward)": [("emulators.checkpoint", "Emulator", "predict_batch")],
-    "tiles: cut, weight, sum": [("inference", None, "_band_sums")],
-    "halo exchange": [("inference", None, "with_halo")],
+    "tiles: weighted sums": [("inference", None, "_band_sums")],
+    "halo exchange, edges": [("inference", None, "with_halo")],
     "blend of the tile sums": [("inference", None, "blend")],
     "input features": [("emulators.landuse", "LandUseEmulator", "inputs"), ("emulators.lai", "LaiEmulator", "inputs")],
     "scenario read": [("datasets", "WorldData", "scenario_groups_fine")],
@@ -46,7 +46,7 @@ STAGES = {
     "conservation check": [("component", "Component", "_check_conservation")],
     "host-cell means": [("component", "Component", "_means")],
 }
-NESTED = ("tiles: cut, weight, sum", "network (bare forward)")  # the first stage holds the second
+NESTED = ("tiles: weighted sums", "network (bare forward)")  # the first stage holds the second
 SCOPES = {"landuse": "_advance_landuse", "lai": "_advance_lai"}  # the Component method of each emulator's step
 
 

@@ -142,7 +142,7 @@ def test_step_bench_accounts_for_the_whole_step_and_unwraps_its_timers():
         assert abs(sum(stages.values()) - r["stages_step_s"]) < 1e-9  # "other" closes the account
         assert 0 < r["forward_s"] == stages["network (bare forward)"] < r["step_s"]
         assert r["ratio"] == pytest.approx(r["step_s"] / r["forward_s"])
-        assert stages["tiles: cut, weight, sum"] > 0 and stages["host-cell means"] > 0
+        assert stages["tiles: weighted sums"] > 0 and stages["host-cell means"] > 0
     assert rows["landuse"]["stages"]["projection on the scenario"] > 0 == rows["lai"]["stages"]["projection on the scenario"]
     assert rows["lai"]["stages"]["drivers read"] > 0 == rows["landuse"]["stages"]["drivers read"]
     import ai4land_coupler.inference as inference

@@ -268,7 +268,7 @@ def _allocate(p, scenario, land, area, k, column, previous_index, codes, out, fi
                 chosen[i] = -1
             for r in order[:_stable_order(key, order)]:
                 i, g = r // ncol, r % ncol
-                if land_area[i] > 0 and chosen[i] < 0 and target[g] >= 0.5 * pixel_area[i]:
+                if chosen[i] < 0 and target[g] >= 0.5 * pixel_area[i]:  # land pixels only: the rest are not sorted
                     chosen[i] = g
                     target[g] -= pixel_area[i]
             for a in range(k):

@@ -386,14 +386,18 @@ class Component:
 
     def _predict(self, emulator, make_inputs) -> np.ndarray | None:
         """The emulator over this slab (None off the slab ranks)."""
-        return predict_slab(emulator.predict_batch if emulator is not None else None, self._inputs(emulator, make_inputs),
-                            self.layout, comm=self.comm, slab=self.slab, slab_ranks=self.runtime.inference_ranks)
+        inputs = self._inputs(emulator, make_inputs)
+        return predict_slab(emulator.predict_batch if emulator is not None else None, inputs, self.layout,
+                            comm=self.comm, slab=self.slab, slab_ranks=self.runtime.inference_ranks)
 
     def _inputs(self, emulator, make_inputs) -> np.ndarray | None:
         """The emulator's inputs on this slab (None off the slab ranks); collective. ``make_inputs(out)``
         writes them into the leading corner of the slab's tile field (:func:`.inference.field_buffer`)."""
-        return collective(self.comm, lambda: make_inputs(field_buffer(self.layout, self.slab, len(emulator.meta["channels"])))
-                          if self.slab >= 0 else None)
+        def make():
+            if self.slab < 0:
+                return None
+            return make_inputs(field_buffer(self.layout, self.slab, len(emulator.meta["channels"])))
+        return collective(self.comm, make)
 
     def _initial_map(self, year: int) -> np.ndarray:
         earlier = [y for y in self.world.years if y < year]

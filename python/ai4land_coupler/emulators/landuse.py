@@ -182,10 +182,11 @@ class LandUseEmulator(Emulator):
 
         With ``a`` the pixel areas and ``A`` the coarse cell's area, afterwards, for every coarse cell
         and group g (and inland water, which takes the rest of the cell's land):
-        ``Σ_pixels a · Σ_{class ∈ g} p / A = scenario_g`` to rounding (≈1e-15). Steps: up to ``iterations``
-        rounds of iterative proportional fitting (one factor per cell and group, then each pixel
-        renormalised; fewer where a cell's shares already meet the targets to rounding), then an exact correction that removes each group's remaining excess in
-        proportion to its mass at each pixel and gives it to the groups in deficit (split among
+        ``Σ_pixels a · Σ_{class ∈ g} p / A = scenario_g`` to rounding (≈1e-15). Steps: up to
+        ``iterations`` rounds of iterative proportional fitting (one factor per cell and group, then
+        each pixel renormalised; fewer where a cell's shares already meet the targets to rounding),
+        then an exact correction that removes each group's remaining excess in proportion to its
+        mass at each pixel and gives it to the groups in deficit (split among
         their classes as at the pixel, or as in the cell where the pixel has none). Ocean pixels
         are left as they are. Apply after :meth:`apply_mask`; arrays aligned to coarse cells as
         for :meth:`inputs`. Where the scenario asks for more than the cell's land (real LUH2 and

@@ -3,8 +3,9 @@
     python bench/bench_step.py [--threads 2] [--repeats 5]
 
 The coupled step is what the host waits for in ``Component.step``: the input features, the halo
-and tile-sum exchanges, the Gaussian blend, for land use the projection on the scenario, the
-conservation check and the allocation, and the host-grid means. The bare forward is the network
+and tile-sum exchanges, the Gaussian blend, for land use the cell work (the softmax, the
+projection on the scenario, the allocation and the entropy, in one pass) and the conservation
+check, and the host-grid means. The bare forward is the network
 alone on the same tiles in the same batches (``Emulator.predict_batch``), timed inside the step.
 Medians over ``repeats`` model years (a land-use step on 1 January, an LAI step on 1 February);
 the ratio is the median of the per-step ratios.
@@ -38,11 +39,8 @@ STAGES = {
     "input features": [("emulators.landuse", "LandUseEmulator", "inputs"), ("emulators.lai", "LaiEmulator", "inputs")],
     "scenario read": [("datasets", "WorldData", "scenario_groups_fine")],
     "drivers read": [("component", "Component", "_drivers")],
-    "finish (softmax or softplus, entropy)": [("emulators.landuse", "LandUseEmulator", "masked_probabilities"),
-                                              ("emulators.landuse", "LandUseEmulator", "uncertainty"),
-                                              ("emulators.lai", "LaiEmulator", "masked_lai")],
-    "projection on the scenario": [("emulators.landuse", "LandUseEmulator", "conserve")],
-    "allocation": [("emulators.landuse", "LandUseEmulator", "allocate")],
+    "cells: softmax, projection, allocation, entropy": [("emulators.landuse", "LandUseEmulator", "post_process")],
+    "softplus": [("emulators.lai", "LaiEmulator", "masked_lai")],
     "conservation check": [("component", "Component", "_check_conservation")],
     "host-cell means": [("component", "Component", "_means")],
 }

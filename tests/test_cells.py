@@ -247,3 +247,29 @@ def test_conserve_leaves_its_input_alone_unless_asked_and_checks_shapes():
         em.conserve(probs[:, :, :-4], scenario, land, area)
     with pytest.raises(EmulatorError, match="do not tile coarse cells"):
         em.allocate(probs[:, :-1], scenario[:, :-1], land[:-1], area[:-1])
+
+
+@pytest.mark.parametrize("seed", [0, 3])
+def test_post_process_is_the_stages_in_turn_bit_for_bit(seed):
+    """The fused cell pass gives the bits of the softmax, projection, allocation, entropy and the
+    conservation check's group shares run one after the other, on any cut of the grid."""
+    from ai4land_coupler.datasets import group_shares
+
+    logits, land, area, scenario, previous = _fields(seed, h=32)
+    em = _emulator()
+    probs = em.conserve(em.masked_probabilities(logits, land), scenario, land, area)
+    for before in (None, previous):
+        year = em.post_process(logits, scenario, land, area, before)
+        assert np.array_equal(year.probabilities, probs)
+        assert np.array_equal(year.fine_map, em.allocate(probs, scenario, land, area, before))
+        assert np.array_equal(year.uncertainty, em.uncertainty(probs, land))
+        assert np.array_equal(year.group_shares, group_shares(probs, 4, area))
+        assert year.group_shares.shape == (5, 8, 8) and 0 < year.group_shares.max() <= 1
+    whole = em.post_process(logits, scenario, land, area, previous)
+    for first, end in ((0, 12), (12, 32)):
+        rows = slice(first, end)
+        part = em.post_process(logits[:, rows], scenario[:, rows], land[rows], area[rows], previous[rows])
+        assert np.array_equal(part.probabilities, whole.probabilities[:, rows])
+        assert np.array_equal(part.fine_map, whole.fine_map[rows])
+    with pytest.raises(EmulatorError, match="do not match the land mask"):
+        em.post_process(logits[:7], scenario, land, area)

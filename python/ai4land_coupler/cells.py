@@ -11,42 +11,63 @@ then inland water); -1 for ocean, which is in none.
 """
 from __future__ import annotations
 
+import collections
+
 import numpy as np
 
 from .compiled import in_blocks, kernel, output_array
 
 
+@kernel(inline=True)
+def _softmax_at(logits, land, y, x, out, i):
+    """``out[i]`` (K) float64, the class probabilities of pixel (y, x) from ``logits`` (K, H, W): on
+    land, the softmax over the land classes 1..K-1 (ocean 0); elsewhere ocean 1 and the others 0."""
+    n = logits.shape[0]
+    if not land[y, x]:
+        out[i, 0] = 1.0
+        for c in range(1, n):
+            out[i, c] = 0.0
+        return
+    out[i, 0] = 0.0
+    top = np.float64(logits[1, y, x])
+    for c in range(2, n):
+        top = max(top, np.float64(logits[c, y, x]))
+    total = 0.0
+    for c in range(1, n):
+        e = np.exp(np.float64(logits[c, y, x]) - top)
+        out[i, c] = e
+        total += e
+    for c in range(1, n):
+        out[i, c] /= total
+
+
 @kernel
 def _masked_softmax(logits, land, out, first, end):
-    """Rows [first, end) of ``out`` (K, H, W) float64, class probabilities from logits: on land,
-    the softmax over the land classes 1..K-1 (ocean 0); elsewhere ocean 1 and the others 0."""
-    n, w = logits.shape[0], logits.shape[2]
+    """Rows [first, end) of ``out`` (K, H, W) float64: :func:`_softmax_at` of every pixel."""
+    w = logits.shape[2]
+    pixels = out.reshape(out.shape[0], -1).T  # (H·W, K) view
     for y in range(first, end):
         for x in range(w):
-            if not land[y, x]:
-                out[0, y, x] = 1.0
-                for c in range(1, n):
-                    out[c, y, x] = 0.0
-                continue
-            out[0, y, x] = 0.0
-            top = np.float64(logits[1, y, x])
-            for c in range(2, n):
-                top = max(top, np.float64(logits[c, y, x]))
-            total = 0.0
-            for c in range(1, n):
-                e = np.exp(np.float64(logits[c, y, x]) - top)
-                out[c, y, x] = e
-                total += e
-            for c in range(1, n):
-                out[c, y, x] /= total
+            _softmax_at(logits, land, y, x, pixels, y * w + x)
+
+
+@kernel(inline=True)
+def _entropy(p):
+    """The entropy of the land classes 1..K-1 of ``p`` (K) over log(K-1), clipped to [0, 1]."""
+    n = p.size
+    s = 0.0
+    for c in range(1, n):
+        v = p[c]
+        if v > 0:
+            s -= v * np.log(v)
+    return min(max(s / np.log(np.float64(n - 1)), 0.0), 1.0)
 
 
 @kernel
-def _cell(p, scenario, land, area, k, cy, cx, q, land_area, pixel_area, target):
-    """Load one coarse cell: q (k*k, K) its probabilities, its pixels' land areas and areas, and
-    its target shares (6) of the cell's area, the scenario scaled down to the land it has.
-    Returns the cell's area, or 0 when it has no land."""
-    n = p.shape[0]
+def _geometry(scenario, land, area, k, cy, cx, land_area, pixel_area, target):
+    """One coarse cell's pixel areas, their land areas, and its target shares (6) of the cell's
+    area: the scenario scaled down to the land it has. Returns the cell's area, or 0 when it has
+    no land."""
     cell_area = 0.0
     land_total = 0.0
     for a in range(k):
@@ -56,8 +77,6 @@ def _cell(p, scenario, land, area, k, cy, cx, q, land_area, pixel_area, target):
             land_area[i] = area[y, x] if land[y, x] else 0.0
             cell_area += pixel_area[i]
             land_total += land_area[i]
-            for c in range(n):
-                q[i, c] = p[c, y, x]
     if land_total == 0.0:
         return 0.0
     land_share = land_total / cell_area
@@ -73,6 +92,15 @@ def _cell(p, scenario, land, area, k, cy, cx, q, land_area, pixel_area, target):
         total += target[g]
     target[groups] = max(land_share - total, 0.0)
     return cell_area
+
+
+@kernel
+def _load(p, k, cy, cx, q):
+    """q (k*k, K): the probabilities (K, H, W) of one coarse cell's pixels."""
+    for a in range(k):
+        for b in range(k):
+            for c in range(p.shape[0]):
+                q[a * k + b, c] = p[c, cy * k + a, cx * k + b]
 
 
 @kernel
@@ -142,75 +170,100 @@ def _fit(q, land_area, cell_area, target, column, iterations, start, factor, wei
 
 
 @kernel
+def _correct(q, land_area, cell_area, target, column, share, rate, give, mass, taken, cell_split, split, group_norm):
+    """The exact correction of one cell's probabilities q (k*k, K) after the fitting, then clipped
+    to [0, 1]: each column's excess over its target is taken in proportion to its mass at each
+    pixel and given to the columns in deficit, split among their classes as at the pixel (or as
+    in the cell where the pixel has none of the column)."""
+    kk, n, ncol = q.shape[0], q.shape[1], share.size
+    _shares(q, land_area, cell_area, column, share)
+    given_total = 0.0
+    for g in range(ncol):
+        given_total += max(target[g] - share[g], 0.0)
+    given_total = max(given_total, 1e-300)
+    for g in range(ncol):
+        rate[g] = max(share[g] - target[g], 0.0) / share[g] if share[g] > 0 else 0.0
+        give[g] = max(target[g] - share[g], 0.0) / given_total
+    for i in range(kk):  # take each column's excess ...
+        mass[i, :] = 0.0
+        if land_area[i] > 0:
+            for c in range(n):
+                if column[c] >= 0:
+                    mass[i, column[c]] += q[i, c]
+        for g in range(ncol):
+            taken[i, g] = mass[i, g] * rate[g]
+        for c in range(n):
+            g = column[c]
+            if g >= 0:
+                keep = 1.0 - (taken[i, g] / mass[i, g] if mass[i, g] > 0 else 0.0)
+                q[i, c] *= min(max(keep, 0.0), 1.0)
+    for c in range(n):  # ... and give it to the columns in deficit
+        cell_split[c] = 1e-300 if column[c] >= 0 else 0.0
+        for i in range(kk):
+            if land_area[i] > 0:
+                cell_split[c] += q[i, c]
+    for i in range(kk):
+        taken_total = 0.0
+        mass[i, :] = 0.0
+        for g in range(ncol):
+            taken_total += taken[i, g]
+        for c in range(n):
+            if column[c] >= 0:
+                mass[i, column[c]] += q[i, c]
+        group_norm[:] = 0.0
+        for c in range(n):
+            g = column[c]
+            split[c] = 0.0 if g < 0 else (q[i, c] if mass[i, g] > 0 else cell_split[c])
+            if g >= 0:
+                group_norm[g] += split[c]
+        for c in range(n):
+            g = column[c]
+            if g >= 0:
+                q[i, c] += taken_total * give[g] * (split[c] / max(group_norm[g], 1e-300))
+        for c in range(n):
+            q[i, c] = min(max(q[i, c], 0.0), 1.0)
+
+
+Work = collections.namedtuple("Work", "q land_area pixel_area target share factor rate give start mass taken "
+                                       "cell_split split group_norm key order chosen group_prob")
+
+
+@kernel
+def _work(kk, n, ncol):
+    """The work arrays of the cell kernels, for cells of kk pixels, K classes and ncol columns."""
+    return Work(np.empty((kk, n)), np.empty(kk), np.empty(kk), np.empty(ncol), np.empty(ncol), np.empty(ncol),
+                np.empty(ncol), np.empty(ncol), np.empty((kk, ncol)), np.empty((kk, ncol)), np.empty((kk, ncol)),
+                np.empty(n), np.empty(n), np.empty(ncol), np.empty(kk * ncol), np.empty(kk * ncol, dtype=np.int64),
+                np.empty(kk, dtype=np.int64), np.empty((kk, ncol)))
+
+
+@kernel
+def _project(q, land_area, cell_area, target, column, iterations, w):
+    """One land cell's probabilities q projected on its targets: the fitting, then the exact correction."""
+    if iterations > 0:
+        _fit(q, land_area, cell_area, target, column, iterations, w.start, w.factor, w.rate, w.share)
+    _correct(q, land_area, cell_area, target, column, w.share, w.rate, w.give, w.mass, w.taken, w.cell_split, w.split,
+             w.group_norm)
+
+
+@kernel
 def _conserve(p, scenario, land, area, k, column, iterations, first, end):
     """Project probabilities (K, H, W) float64 in the coarse-cell rows [first, end), in place, so
-    that every coarse cell's area-weighted
-    share of each scenario group (and inland water) is the scenario's: ``iterations`` rounds of
-    iterative proportional fitting, then the exact correction of
-    :meth:`~ai4land_coupler.emulators.landuse.LandUseEmulator.conserve`."""
-    n, w = p.shape[0], p.shape[2]
-    kk, ncol = k * k, scenario.shape[0] + 1
-    q = np.empty((kk, n))
-    land_area, pixel_area = np.empty(kk), np.empty(kk)
-    target, share, factor = np.empty(ncol), np.empty(ncol), np.empty(ncol)
-    excess, deficit, group_norm = np.empty(ncol), np.empty(ncol), np.empty(ncol)
-    mass, taken, start = np.empty((kk, ncol)), np.empty((kk, ncol)), np.empty((kk, ncol))
-    cell_split, split = np.empty(n), np.empty(n)
+    that every coarse cell's area-weighted share of each scenario group (and inland water) is the
+    scenario's (:func:`_project`); cells without land are left as they are."""
+    w = _work(k * k, p.shape[0], scenario.shape[0] + 1)
+    q, land_area, pixel_area, target = w.q, w.land_area, w.pixel_area, w.target
     for cy in range(first, end):
-        for cx in range(w // k):
-            cell_area = _cell(p, scenario, land, area, k, cy, cx, q, land_area, pixel_area, target)
+        for cx in range(p.shape[2] // k):
+            cell_area = _geometry(scenario, land, area, k, cy, cx, land_area, pixel_area, target)
             if cell_area == 0.0:
                 continue
-            if iterations > 0:
-                _fit(q, land_area, cell_area, target, column, iterations, start, factor, excess, share)
-            # Exact correction: take each group's excess in proportion to its mass at each pixel ...
-            _shares(q, land_area, cell_area, column, share)
-            given_total = 0.0
-            for g in range(ncol):
-                excess[g] = max(share[g] - target[g], 0.0)
-                deficit[g] = max(target[g] - share[g], 0.0)
-                given_total += deficit[g]
-            given_total = max(given_total, 1e-300)
-            for i in range(kk):
-                mass[i, :] = 0.0
-                for c in range(n):
-                    if column[c] >= 0 and land_area[i] > 0:
-                        mass[i, column[c]] += q[i, c]
-                for g in range(ncol):
-                    taken[i, g] = mass[i, g] * (excess[g] / share[g] if share[g] > 0 else 0.0)
-                for c in range(n):
-                    g = column[c]
-                    if g >= 0:
-                        keep = 1.0 - (taken[i, g] / mass[i, g] if mass[i, g] > 0 else 0.0)
-                        q[i, c] *= min(max(keep, 0.0), 1.0)
-            # ... and give it to the groups in deficit, split among their classes as at the pixel (or the cell).
-            for c in range(n):
-                cell_split[c] = 1e-300 if column[c] >= 0 else 0.0
-                for i in range(kk):
-                    if land_area[i] > 0:
-                        cell_split[c] += q[i, c]
-            for i in range(kk):
-                taken_total = 0.0
-                mass[i, :] = 0.0
-                for g in range(ncol):
-                    taken_total += taken[i, g]
-                for c in range(n):
-                    if column[c] >= 0:
-                        mass[i, column[c]] += q[i, c]
-                group_norm[:] = 0.0
-                for c in range(n):
-                    g = column[c]
-                    split[c] = 0.0 if g < 0 else (q[i, c] if mass[i, g] > 0 else cell_split[c])
-                    if g >= 0:
-                        group_norm[g] += split[c]
-                for c in range(n):
-                    g = column[c]
-                    if g >= 0:
-                        q[i, c] += taken_total * (deficit[g] / given_total) * (split[c] / max(group_norm[g], 1e-300))
+            _load(p, k, cy, cx, q)
+            _project(q, land_area, cell_area, target, column, iterations, w)
             for a in range(k):
                 for b in range(k):
-                    for c in range(n):
-                        p[c, cy * k + a, cx * k + b] = min(max(q[a * k + b, c], 0.0), 1.0)
+                    for c in range(p.shape[0]):
+                        p[c, cy * k + a, cx * k + b] = q[a * k + b, c]
 
 
 @kernel
@@ -232,62 +285,110 @@ def _stable_order(key, order):
 
 
 @kernel
+def _choose(q, land_area, pixel_area, target, cell_area, column, previous_index, codes, k, cy, cx, out, w):
+    """The class codes of one land cell's pixels in ``out`` (H, W) from its conserved probabilities q
+    (k*k, K): (pixel, group) pairs in decreasing order of the group's probability (ties in pixel,
+    then group order); a pair is taken while the pixel is free and the group still lacks half the
+    pixel's area; pixels left over take their most probable group. Within its group a pixel keeps
+    its ``previous_index`` class (-1: none) when that is in the group, else its most probable one.
+    Uses up ``target``."""
+    key, order, chosen, group_prob = w.key, w.order, w.chosen, w.group_prob
+    kk, n, ncol = q.shape[0], q.shape[1], target.size
+    for g in range(ncol):
+        target[g] *= cell_area  # the area still to give to each group
+    for i in range(kk):
+        group_prob[i, :] = 0.0
+        for c in range(n):
+            if column[c] >= 0:
+                group_prob[i, column[c]] += q[i, c]
+        for g in range(ncol):  # a pair whose group lacks less than half the pixel now never will: not sorted
+            wanted = land_area[i] > 0 and target[g] >= 0.5 * pixel_area[i]
+            key[i * ncol + g] = -group_prob[i, g] if wanted else np.inf
+        chosen[i] = -1
+    for r in order[:_stable_order(key, order)]:
+        i, g = r // ncol, r % ncol
+        if chosen[i] < 0 and target[g] >= 0.5 * pixel_area[i]:  # land pixels only: the rest are not sorted
+            chosen[i] = g
+            target[g] -= pixel_area[i]
+    for a in range(k):
+        for b in range(k):
+            i = a * k + b
+            if land_area[i] == 0.0:
+                out[cy * k + a, cx * k + b] = codes[0]
+                continue
+            if chosen[i] < 0:
+                chosen[i] = np.argmax(group_prob[i])
+            level, best = 0, -1.0
+            for c in range(n):
+                value = q[i, c] if column[c] == chosen[i] else -1.0
+                if value > best:
+                    level, best = c, value
+            before = previous_index[cy * k + a, cx * k + b]
+            if before >= 0 and column[before] == chosen[i]:
+                level = before
+            out[cy * k + a, cx * k + b] = codes[level]
+
+
+@kernel
 def _allocate(p, scenario, land, area, k, column, previous_index, codes, out, first, end):
     """The class codes of the coarse-cell rows [first, end) of ``out`` (H, W) from conserved
-    probabilities (K, H, W): per coarse
-    cell, (pixel, group) pairs in decreasing order of the group's probability (ties in pixel, then
-    group order); a pair is taken while the pixel is free and the group still lacks half the
-    pixel's area; pixels left over take their most probable group. Within its group a pixel keeps
-    its ``previous_index`` class (-1: none) when that is in the group, else its most probable one."""
-    n, w = p.shape[0], p.shape[2]
-    kk, ncol = k * k, scenario.shape[0] + 1
-    q = np.empty((kk, n))
-    land_area, pixel_area, target = np.empty(kk), np.empty(kk), np.empty(ncol)
-    group_prob = np.empty((kk, ncol))
-    key = np.empty(kk * ncol)
-    order = np.empty(kk * ncol, dtype=np.int64)
-    chosen = np.empty(kk, dtype=np.int64)
+    probabilities (K, H, W) (:func:`_choose`); ocean where a cell has no land."""
+    w = _work(k * k, p.shape[0], scenario.shape[0] + 1)
+    q, land_area, pixel_area, target = w.q, w.land_area, w.pixel_area, w.target
     for cy in range(first, end):
-        for cx in range(w // k):
-            cell_area = _cell(p, scenario, land, area, k, cy, cx, q, land_area, pixel_area, target)
+        for cx in range(p.shape[2] // k):
+            cell_area = _geometry(scenario, land, area, k, cy, cx, land_area, pixel_area, target)
             if cell_area == 0.0:
                 for a in range(k):
                     for b in range(k):
                         out[cy * k + a, cx * k + b] = codes[0]
                 continue
-            for g in range(ncol):
-                target[g] *= cell_area  # the area still to give to each group
-            for i in range(kk):
-                group_prob[i, :] = 0.0
-                for c in range(n):
-                    if column[c] >= 0:
-                        group_prob[i, column[c]] += q[i, c]
-                for g in range(ncol):  # a pair whose group lacks less than half the pixel now never will: not sorted
-                    wanted = land_area[i] > 0 and target[g] >= 0.5 * pixel_area[i]
-                    key[i * ncol + g] = -group_prob[i, g] if wanted else np.inf
-                chosen[i] = -1
-            for r in order[:_stable_order(key, order)]:
-                i, g = r // ncol, r % ncol
-                if chosen[i] < 0 and target[g] >= 0.5 * pixel_area[i]:  # land pixels only: the rest are not sorted
-                    chosen[i] = g
-                    target[g] -= pixel_area[i]
+            _load(p, k, cy, cx, q)
+            _choose(q, land_area, pixel_area, target, cell_area, column, previous_index, codes, k, cy, cx, out, w)
+
+
+@kernel
+def _post(logits, scenario, land, area, k, column, iterations, previous_index, codes, probs, uncertainty, shares,
+          fine_map, first, end):
+    """The land-use step's cell work on the coarse-cell rows [first, end), one cell at a time while
+    its pixels are in cache: the probabilities from the logits (:func:`_softmax_at`), projected on
+    the scenario (:func:`_project`), into ``probs`` (K, H, W); their normalised entropy into
+    ``uncertainty`` (H, W); each scenario group's area-weighted share of the cell into ``shares``
+    (G, H/k, W/k), what the conservation check compares with the scenario; the allocated class
+    codes into ``fine_map`` (H, W) (:func:`_choose`). The same bits as :func:`_masked_softmax`,
+    :func:`_conserve`, :func:`_normalised_entropy`, :func:`_group_shares` and :func:`_allocate` in turn."""
+    n, groups = logits.shape[0], shares.shape[0]
+    w = _work(k * k, n, scenario.shape[0] + 1)
+    q, land_area, pixel_area, target = w.q, w.land_area, w.pixel_area, w.target
+    total = np.empty(groups)
+    for cy in range(first, end):
+        for cx in range(logits.shape[2] // k):
             for a in range(k):
                 for b in range(k):
-                    i = a * k + b
-                    if land_area[i] == 0.0:
-                        out[cy * k + a, cx * k + b] = codes[0]
-                        continue
-                    if chosen[i] < 0:
-                        chosen[i] = np.argmax(group_prob[i])
-                    level, best = 0, -1.0
+                    _softmax_at(logits, land, cy * k + a, cx * k + b, q, a * k + b)
+            cell_area = _geometry(scenario, land, area, k, cy, cx, land_area, pixel_area, target)
+            if cell_area > 0.0:
+                _project(q, land_area, cell_area, target, column, iterations, w)
+            total[:] = 0.0
+            weight = 0.0
+            for a in range(k):
+                for b in range(k):
+                    i, y, x = a * k + b, cy * k + a, cx * k + b
                     for c in range(n):
-                        value = q[i, c] if column[c] == chosen[i] else -1.0
-                        if value > best:
-                            level, best = c, value
-                    before = previous_index[cy * k + a, cx * k + b]
-                    if before >= 0 and column[before] == chosen[i]:
-                        level = before
-                    out[cy * k + a, cx * k + b] = codes[level]
+                        probs[c, y, x] = q[i, c]
+                    uncertainty[y, x] = _entropy(q[i]) if land[y, x] else 0.0
+                    weight += area[y, x]
+                    for c in range(n):
+                        if 0 <= column[c] < groups:
+                            total[column[c]] += q[i, c] * area[y, x]
+            for g in range(groups):
+                shares[g, cy, cx] = total[g] / weight
+            if cell_area > 0.0:
+                _choose(q, land_area, pixel_area, target, cell_area, column, previous_index, codes, k, cy, cx, fine_map, w)
+            else:
+                for a in range(k):
+                    for b in range(k):
+                        fine_map[cy * k + a, cx * k + b] = codes[0]
 
 
 @kernel
@@ -337,20 +438,10 @@ def _landuse_inputs(scenario, previous, area, static, k, column, mean, std, out,
 
 @kernel
 def _normalised_entropy(p, land, out, first, end):
-    """Rows [first, end) of ``out`` (H, W): the entropy of the land classes 1..K-1 over log(K-1),
-    clipped to [0, 1]; 0 off land."""
-    n, w = p.shape[0], p.shape[2]
-    scale = np.log(np.float64(n - 1))
+    """Rows [first, end) of ``out`` (H, W): :func:`_entropy` on land, 0 elsewhere."""
     for y in range(first, end):
-        for x in range(w):
-            out[y, x] = 0.0
-            if land[y, x]:
-                s = 0.0
-                for c in range(1, n):
-                    v = p[c, y, x]
-                    if v > 0:
-                        s -= v * np.log(v)
-                out[y, x] = min(max(s / scale, 0.0), 1.0)
+        for x in range(p.shape[2]):
+            out[y, x] = _entropy(p[:, y, x]) if land[y, x] else 0.0
 
 
 @kernel
@@ -415,4 +506,13 @@ def normalised_entropy(p, land) -> np.ndarray:
     """(H, W) entropy of the land classes over its maximum, in [0, 1]; 0 off land."""
     out = np.empty(land.shape)
     in_blocks(_normalised_entropy, land.shape[0], p, land, out)
+    return out
+
+
+def post(logits, scenario, land, area, k, column, iterations, previous_index, codes, groups) -> tuple:
+    """(probabilities (K, H, W) float64, uncertainty (H, W), group shares (groups, H/k, W/k), class
+    codes (H, W) uint8) from logits (K, H, W): :func:`_post`."""
+    n, h, w = logits.shape
+    out = (np.empty((n, h, w)), np.empty((h, w)), np.empty((groups, h // k, w // k)), np.empty((h, w), dtype=np.uint8))
+    in_blocks(_post, h // k, logits, scenario, land, area, k, column, iterations, previous_index, codes, *out)
     return out

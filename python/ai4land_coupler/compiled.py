@@ -16,12 +16,16 @@ import numba
 import numpy as np
 
 
-def kernel(function):
-    """``function`` compiled in nopython mode."""
+def kernel(function=None, *, inline: bool = False):
+    """``function`` compiled in nopython mode; ``inline=True`` for a small helper called per pixel,
+    which is then compiled into each caller (a call costs more than such a helper's work)."""
+    if function is None:
+        return functools.partial(kernel, inline=inline)
+    options = {"nogil": True, "inline": "always" if inline else "never"}
     try:
-        return numba.njit(cache=True, nogil=True)(function)
+        return numba.njit(cache=True, **options)(function)
     except RuntimeError:  # "cannot cache function ...: no locator available"
-        return numba.njit(nogil=True)(function)
+        return numba.njit(**options)(function)
 
 
 def in_blocks(work, items: int, *args) -> None:

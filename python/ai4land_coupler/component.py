@@ -20,7 +20,7 @@ import numpy as np
 
 from . import crosswalks
 from .clock import Events, ModelClock
-from .datasets import NODATA, fill_nodata, group_shares
+from .datasets import NODATA, fill_nodata
 from .emulators.landuse import class_levels, one_hot_classes
 from .comm import Communicator, as_communicator, collective
 from .errors import (Ai4LandError, ArgumentError, CallOrderError, ClockError, EmulatorError, InputFileError,
@@ -423,10 +423,11 @@ class Component:
         t0 = time.perf_counter()
         probs = uncertainty = land = None
         if self.config.do_dynamic_landuse:
-            probs, scenario, fine_map, uncertainty = self._landuse_of(year)
-            self._check_conservation(year, probs, scenario)
+            result, scenario = self._landuse_of(year)
+            self._check_conservation(year, result.group_shares if on_slab else None, scenario)
             if on_slab:
-                self.fine_map, land = fine_map, self.world.land_mask
+                probs, uncertainty = result.probabilities, result.uncertainty
+                self.fine_map, land = result.fine_map, self.world.land_mask
         elif on_slab:
             land = self.world.land_mask
             probs = one_hot_classes(self.fine_map)
@@ -451,8 +452,8 @@ class Component:
             self._start_prefetch(year + 1)
 
     def _landuse_of(self, year: int):
-        """(probabilities, scenario, fine map, uncertainty) of ``year`` on this slab (Nones off the
-        slab ranks): from the prefetch of that year, or computed now."""
+        """(:class:`LandUseYear`, scenario) of ``year`` on this slab (Nones off the slab ranks): from
+        the prefetch of that year, or computed now."""
         prefetch, self._prefetch = self._prefetch, None
         if prefetch is not None and prefetch.year == year:
             if prefetch.stage == "sums":
@@ -464,14 +465,12 @@ class Component:
         return collective(self.comm, lambda: self._landuse_post(raw, scenario))
 
     def _landuse_post(self, raw: np.ndarray | None, scenario: np.ndarray | None):
-        """From the blended network output on this slab: (probabilities projected on the scenario,
-        scenario, allocated fine map, uncertainty); no communication."""
+        """(:class:`LandUseYear`, scenario) from the blended network output on this slab
+        (:meth:`LandUseEmulator.post_process`); no communication."""
         if self.slab < 0:
-            return None, None, None, None
-        em, land = self.landuse_emulator, self.world.land_mask
-        probs = em.conserve(em.masked_probabilities(raw, land), scenario, land, self.fine_area, in_place=True)
-        fine_map = em.allocate(probs, scenario, land, self.fine_area, self.fine_map)
-        return probs, scenario, fine_map, em.uncertainty(probs, land)
+            return None, None
+        return self.landuse_emulator.post_process(raw, scenario, self.world.land_mask, self.fine_area,
+                                                  self.fine_map), scenario
 
     def _start_prefetch(self, year: int) -> None:
         """Start ``year``'s land use from this year's map: inputs and halo now (collective), the
@@ -501,12 +500,12 @@ class Component:
         p.stage = "post"
         p.run(lambda: self._landuse_post(raw, p.scenario), self.timings)
 
-    def _check_conservation(self, year: int, probs: np.ndarray | None, scenario: np.ndarray | None) -> None:
-        """The projection's guarantee, verified every year on every slab: emulated group shares = scenario."""
+    def _check_conservation(self, year: int, emulated: np.ndarray | None, scenario: np.ndarray | None) -> None:
+        """The projection's guarantee, verified every year on every slab: the emulated group shares
+        (5, coarse rows, columns) of :attr:`LandUseYear.group_shares` = the scenario."""
         worst, feasible_cells, infeasible_cells = 0.0, 0, 0
         if self.slab >= 0:
             k = self.domain.factor
-            emulated = group_shares(probs, k, self.fine_area)
             wanted = scenario[:, ::k, ::k].astype(np.float64)
             if self._land_share is None:  # of each coarse cell's area
                 self._land_share = block_sum(self.world.land_mask * self.fine_area, k) / block_sum(self.fine_area, k)

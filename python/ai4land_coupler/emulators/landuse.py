@@ -18,6 +18,8 @@ whole fine grid, or a piece starting and ending on coarse-cell edges).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
@@ -33,16 +35,26 @@ from .unet import UNet
 CLASS_COLUMN = np.where(CLASS_CODES == WATER, len(SCENARIO_GROUPS), GROUP_COLUMN)
 
 
-def _cell_fields(k: int, probs, scenario_fine, land_mask, area) -> tuple:
-    """(probabilities, scenario, land, area): the C-ordered float64 / bool arrays the cell kernels
-    take, checked against each other."""
+@dataclass(frozen=True)
+class LandUseYear:
+    """A year's land use on the fine grid (:meth:`LandUseEmulator.post_process`)."""
+
+    probabilities: np.ndarray  #: (8, H, W) float64, projected on the scenario
+    uncertainty: np.ndarray  #: (H, W) normalised entropy of the probabilities, 0 over the ocean
+    group_shares: np.ndarray  #: (5, H/k, W/k) area-weighted share of each scenario group per coarse cell
+    fine_map: np.ndarray  #: (H, W) uint8 allocated class codes
+
+
+def _cell_fields(k: int, probs, scenario_fine, land_mask, area, dtype=np.float64) -> tuple:
+    """(probabilities or logits as ``dtype`` (None: their own), scenario, land, area): the C-ordered float64 / bool
+    arrays the cell kernels take, checked against each other."""
     land = np.ascontiguousarray(land_mask, dtype=bool)
     h, w = land.shape
     if h % k or w % k:
         raise EmulatorError(f"{h}x{w} fine cells do not tile coarse cells of {k}x{k}")
     scenario = np.ascontiguousarray(scenario_fine, dtype=np.float64)
     area = np.ascontiguousarray(area, dtype=np.float64)
-    probs = np.ascontiguousarray(probs, dtype=np.float64)
+    probs = np.ascontiguousarray(probs, dtype=dtype)
     if (scenario.shape != (len(SCENARIO_GROUPS), h, w) or area.shape != (h, w)
             or probs.shape != (len(CLASS_COLUMN), h, w)):
         raise EmulatorError(f"probabilities {probs.shape}, scenario {scenario.shape} and area {area.shape} "
@@ -214,6 +226,20 @@ class LandUseEmulator(Emulator):
         before = np.full(land.shape, -1) if previous is None else CLASS_INDEX[np.asarray(previous)]
         return cells.allocate(p, scenario, land, area, self.meta["coarse_factor"], CLASS_COLUMN,
                               before.astype(np.int64), CLASS_CODES)
+
+    def post_process(self, logits: np.ndarray, scenario_fine: np.ndarray, land_mask: np.ndarray, area: np.ndarray,
+                     previous: np.ndarray | None = None, *, iterations: int = 30) -> "LandUseYear":
+        """The year's land use from the blended network logits (8, H, W), in one pass over the coarse
+        cells: the bits of :meth:`masked_probabilities`, :meth:`conserve`, :meth:`allocate` and
+        :meth:`uncertainty` in turn, and the group shares that the conservation check compares with
+        the scenario (:func:`~ai4land_coupler.datasets.group_shares` of the probabilities)."""
+        logits, scenario, land, area = _cell_fields(self.meta["coarse_factor"], logits, scenario_fine, land_mask, area,
+                                                    dtype=None)
+        before = np.full(land.shape, -1) if previous is None else CLASS_INDEX[np.asarray(previous)]
+        probs, uncertainty, shares, fine_map = cells.post(
+            logits, scenario, land, area, self.meta["coarse_factor"], CLASS_COLUMN, iterations,
+            before.astype(np.int64), CLASS_CODES, len(SCENARIO_GROUPS))
+        return LandUseYear(probs, uncertainty, shares, fine_map)
 
     @staticmethod
     def uncertainty(probs: np.ndarray, land_mask: np.ndarray) -> np.ndarray:

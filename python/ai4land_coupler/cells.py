@@ -118,63 +118,71 @@ FIT_TOLERANCE = 4e-16  # a round whose factors all change by less than this is t
 
 
 @kernel
-def _fit(q, land_area, cell_area, target, column, iterations, start, factor, weight, share):
+def _fit(q, land_area, cell_area, target, column, iterations, start, scale, factor, share):
     """Iterative proportional fitting of one cell: each round, one factor per column brings the
     cell's shares to the targets, then each land pixel is renormalised. A round keeps the ratios
     of the classes within a column, and renormalising commutes with the factors, so after any
-    number of rounds a land pixel's column masses are ``start[i, g] · F[g] / Σ_h start[i, h] · F[h]``
+    number of rounds a land pixel's column masses are ``start[g, i] · F[g] / Σ_h start[h, i] · F[h]``
     with ``F`` the product of the factors so far: the rounds update the 6 products alone (kept
     at a largest of 1) and the classes are scaled once at the end. The rounds stop early once
-    the shares meet the targets to rounding (:data:`FIT_TOLERANCE`)."""
+    the shares meet the targets to rounding (:data:`FIT_TOLERANCE`). ``start`` (columns, pixels)
+    and ``scale`` (pixels) are work arrays, laid out so that the loops over pixels vectorise."""
     kk, n, ncol = q.shape[0], q.shape[1], factor.size
+    start[:, :] = 0.0
     for i in range(kk):
-        start[i, :] = 0.0
-        for c in range(n):
-            if column[c] >= 0:
-                start[i, column[c]] += q[i, c]
+        if land_area[i] > 0.0:
+            for c in range(n):
+                if column[c] >= 0:
+                    start[column[c], i] += q[i, c]
     factor[:] = 1.0
     for _ in range(iterations):
-        weight[:] = 0.0
+        _column_totals(start, factor, scale)
         for i in range(kk):
-            if land_area[i] == 0.0:
-                continue
-            total = 0.0
-            for g in range(ncol):
-                total += start[i, g] * factor[g]
-            scale = land_area[i] / max(total, 1e-300)
-            for g in range(ncol):
-                weight[g] += start[i, g] * scale
+            scale[i] = land_area[i] / max(scale[i], 1e-300)
         top = 0.0
         fitted = True
         for g in range(ncol):
-            share[g] = factor[g] * weight[g] / cell_area
+            weight = 0.0
+            for i in range(kk):
+                weight += start[g, i] * scale[i]
+            share[g] = factor[g] * weight / cell_area
             if share[g] > 0:
                 ratio = target[g] / share[g]
                 fitted = fitted and abs(ratio - 1.0) <= FIT_TOLERANCE
                 factor[g] *= ratio
             top = max(top, factor[g])
+        top = top if top > 0 else 1.0
         for g in range(ncol):
-            factor[g] /= top if top > 0 else 1.0
+            factor[g] /= top
         if fitted:  # a further round would move no factor by more than rounding
             break
+    _column_totals(start, factor, scale)
     for i in range(kk):
         if land_area[i] == 0.0:
             continue
-        total = 0.0
-        for g in range(ncol):
-            total += start[i, g] * factor[g]
-        scale = 1.0 / max(total, 1e-300)
+        inverse = 1.0 / max(scale[i], 1e-300)
         for c in range(n):
             g = column[c]
-            q[i, c] = q[i, c] * (factor[g] * scale) if g >= 0 and start[i, g] > 0 else 0.0
+            q[i, c] = q[i, c] * (factor[g] * inverse) if g >= 0 and start[g, i] > 0 else 0.0
+
+
+@kernel(inline=True)
+def _column_totals(start, factor, total):
+    """total[i] = Σ_g start[g, i] · factor[g], added in column order."""
+    total[:] = 0.0
+    for g in range(start.shape[0]):
+        f = factor[g]
+        for i in range(start.shape[1]):
+            total[i] += start[g, i] * f
 
 
 @kernel
-def _correct(q, land_area, cell_area, target, column, share, rate, give, mass, taken, cell_split, split, group_norm):
+def _correct(q, land_area, cell_area, target, column, share, rate, give, moved, mass, cell_split, split):
     """The exact correction of one cell's probabilities q (k*k, K) after the fitting, then clipped
     to [0, 1]: each column's excess over its target is taken in proportion to its mass at each
     pixel and given to the columns in deficit, split among their classes as at the pixel (or as
-    in the cell where the pixel has none of the column)."""
+    in the cell where the pixel has none of the column). A column without excess keeps its
+    classes (a factor of exactly 1), and one without deficit receives exactly 0: both skipped."""
     kk, n, ncol = q.shape[0], q.shape[1], share.size
     _shares(q, land_area, cell_area, column, share)
     given_total = 0.0
@@ -185,55 +193,61 @@ def _correct(q, land_area, cell_area, target, column, share, rate, give, mass, t
         rate[g] = max(share[g] - target[g], 0.0) / share[g] if share[g] > 0 else 0.0
         give[g] = max(target[g] - share[g], 0.0) / given_total
     for i in range(kk):  # take each column's excess ...
-        mass[i, :] = 0.0
-        if land_area[i] > 0:
-            for c in range(n):
-                if column[c] >= 0:
-                    mass[i, column[c]] += q[i, c]
+        moved[i] = 0.0
+        if land_area[i] == 0.0:
+            continue
+        _column_masses(q, i, column, mass)
         for g in range(ncol):
-            taken[i, g] = mass[i, g] * rate[g]
-        for c in range(n):
-            g = column[c]
-            if g >= 0:
-                keep = 1.0 - (taken[i, g] / mass[i, g] if mass[i, g] > 0 else 0.0)
-                q[i, c] *= min(max(keep, 0.0), 1.0)
+            taken = mass[g] * rate[g]
+            moved[i] += taken
+            if rate[g] > 0.0 and mass[g] > 0.0:
+                keep = min(max(1.0 - taken / mass[g], 0.0), 1.0)
+                for c in range(n):
+                    if column[c] == g:
+                        q[i, c] *= keep
     for c in range(n):  # ... and give it to the columns in deficit
         cell_split[c] = 1e-300 if column[c] >= 0 else 0.0
         for i in range(kk):
             if land_area[i] > 0:
                 cell_split[c] += q[i, c]
     for i in range(kk):
-        taken_total = 0.0
-        mass[i, :] = 0.0
-        for g in range(ncol):
-            taken_total += taken[i, g]
-        for c in range(n):
-            if column[c] >= 0:
-                mass[i, column[c]] += q[i, c]
-        group_norm[:] = 0.0
-        for c in range(n):
-            g = column[c]
-            split[c] = 0.0 if g < 0 else (q[i, c] if mass[i, g] > 0 else cell_split[c])
-            if g >= 0:
-                group_norm[g] += split[c]
-        for c in range(n):
-            g = column[c]
-            if g >= 0:
-                q[i, c] += taken_total * give[g] * (split[c] / max(group_norm[g], 1e-300))
+        if moved[i] > 0.0:
+            _column_masses(q, i, column, mass)
+            for c in range(n):
+                g = column[c]
+                split[c] = 0.0 if g < 0 else (q[i, c] if mass[g] > 0 else cell_split[c])
+            for g in range(ncol):
+                if give[g] > 0.0:
+                    norm = 0.0
+                    for c in range(n):
+                        if column[c] == g:
+                            norm += split[c]
+                    for c in range(n):
+                        if column[c] == g:
+                            q[i, c] += moved[i] * give[g] * (split[c] / max(norm, 1e-300))
         for c in range(n):
             q[i, c] = min(max(q[i, c], 0.0), 1.0)
 
 
-Work = collections.namedtuple("Work", "q land_area pixel_area target share factor rate give start mass taken "
-                                       "cell_split split group_norm key order chosen group_prob")
+@kernel(inline=True)
+def _column_masses(q, i, column, mass):
+    """mass (columns): the sum of pixel i's classes in each column."""
+    mass[:] = 0.0
+    for c in range(q.shape[1]):
+        if column[c] >= 0:
+            mass[column[c]] += q[i, c]
+
+
+Work = collections.namedtuple("Work", "q land_area pixel_area target share factor rate give start scale moved mass "
+                                       "cell_split split key order chosen group_prob")
 
 
 @kernel
 def _work(kk, n, ncol):
     """The work arrays of the cell kernels, for cells of kk pixels, K classes and ncol columns."""
     return Work(np.empty((kk, n)), np.empty(kk), np.empty(kk), np.empty(ncol), np.empty(ncol), np.empty(ncol),
-                np.empty(ncol), np.empty(ncol), np.empty((kk, ncol)), np.empty((kk, ncol)), np.empty((kk, ncol)),
-                np.empty(n), np.empty(n), np.empty(ncol), np.empty(kk * ncol), np.empty(kk * ncol, dtype=np.int64),
+                np.empty(ncol), np.empty(ncol), np.empty((ncol, kk)), np.empty(kk), np.empty(kk), np.empty(ncol),
+                np.empty(n), np.empty(n), np.empty(kk * ncol), np.empty(kk * ncol, dtype=np.int64),
                 np.empty(kk, dtype=np.int64), np.empty((kk, ncol)))
 
 
@@ -241,9 +255,8 @@ def _work(kk, n, ncol):
 def _project(q, land_area, cell_area, target, column, iterations, w):
     """One land cell's probabilities q projected on its targets: the fitting, then the exact correction."""
     if iterations > 0:
-        _fit(q, land_area, cell_area, target, column, iterations, w.start, w.factor, w.rate, w.share)
-    _correct(q, land_area, cell_area, target, column, w.share, w.rate, w.give, w.mass, w.taken, w.cell_split, w.split,
-             w.group_norm)
+        _fit(q, land_area, cell_area, target, column, iterations, w.start, w.scale, w.factor, w.share)
+    _correct(q, land_area, cell_area, target, column, w.share, w.rate, w.give, w.moved, w.mass, w.cell_split, w.split)
 
 
 @kernel

@@ -143,7 +143,9 @@ def test_step_bench_accounts_for_the_whole_step_and_unwraps_its_timers():
         assert 0 < r["forward_s"] == stages["network (bare forward)"] < r["step_s"]
         assert r["ratio"] == pytest.approx(r["step_s"] / r["forward_s"])
         assert stages["tiles: weighted sums"] > 0 and stages["host-cell means"] > 0
-    assert rows["landuse"]["stages"]["projection on the scenario"] > 0 == rows["lai"]["stages"]["projection on the scenario"]
+    cells = "cells: softmax, projection, allocation, entropy"
+    assert rows["landuse"]["stages"][cells] > 0 == rows["lai"]["stages"][cells]
+    assert rows["lai"]["stages"]["softplus"] > 0 == rows["landuse"]["stages"]["softplus"]
     assert rows["lai"]["stages"]["drivers read"] > 0 == rows["landuse"]["stages"]["drivers read"]
     import ai4land_coupler.inference as inference
     assert inference.with_halo is with_halo and "wrapper" not in Component._means.__qualname__

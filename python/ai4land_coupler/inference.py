@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
+import torch
 
 from .comm import Communicator, SerialComm, collective
 from .compiled import in_blocks, kernel
@@ -64,11 +65,12 @@ def make_lattice(nlat: int, nlon: int, tile: int, overlap: float, wrap_lon: bool
 
 @functools.lru_cache(maxsize=8)
 def gaussian_weights(tile: int) -> np.ndarray:
-    """Separable Gaussian (sigma = tile/8), clamped away from zero, peak 1 (read-only, made once)."""
+    """Separable Gaussian (sigma = tile/8), clamped away from zero, peak 1; float32, as the tile
+    sums it weights (read-only, made once)."""
     x = np.arange(tile) - (tile - 1) / 2.0
     g = np.exp(-0.5 * (x / (tile / 8.0)) ** 2)
     w = np.outer(g, g)
-    w = np.maximum(w / w.max(), 1e-3)
+    w = np.maximum(w / w.max(), 1e-3).astype(np.float32)
     w.flags.writeable = False
     return w
 
@@ -130,8 +132,8 @@ class BandLayout:
         return self._weights[key]
 
     def blend_weights(self, dest: Band) -> np.ndarray:
-        """(rows, W) the :meth:`band_weights` of every band that overlaps ``dest``, added in band
-        order: what :func:`blend` divides ``dest``'s sums by. Made once (read-only)."""
+        """(rows, W) float32, the :meth:`band_weights` of every band that overlaps ``dest``, added in
+        band order: what :func:`blend` divides ``dest``'s sums by. Made once (read-only)."""
         key = ("blend", dest.index)
         if key not in self._weights:
             total = np.zeros((dest.rows[1] - dest.rows[0], self.lattice.nlon))
@@ -140,6 +142,7 @@ class BandLayout:
                     if other.index == dest.index:
                         total[first - dest.rows[0]:end - dest.rows[0]] += \
                             self.band_weights(source)[first - source.rows[0]:end - source.rows[0]]
+            total = total.astype(np.float32)
             total.flags.writeable = False
             self._weights[key] = total
         return self._weights[key]
@@ -243,19 +246,6 @@ def _tiles(field: np.ndarray, rows: np.ndarray, cols: np.ndarray, tile: int) -> 
     return np.stack([field[:, r:r + tile, c:c + tile] for r, c in zip(rows, cols)])
 
 
-@kernel
-def _add_weighted(sums, out, weights, rows, cols, start, end):
-    """Levels [start, end) of ``sums`` (K, rows, W): += weights · out[n] on tile n's cells, for the
-    tiles n of ``out`` (B, K, t, t) in order."""
-    size = out.shape[2]
-    for k in range(start, end):
-        for n in range(out.shape[0]):
-            row, col = rows[n], cols[n]
-            for y in range(size):
-                for x in range(size):
-                    sums[k, row + y, col + x] += weights[y, x] * out[n, k, y, x]
-
-
 def _folded(sums: np.ndarray, lat: TileLattice) -> np.ndarray:
     """(K, rows, W) sums over the lattice's columns [0, W + …), with the columns past the grid's
     east edge added to those they wrap onto on a global grid, and cut off."""
@@ -270,25 +260,29 @@ def _band_sums(predict_batch, field: np.ndarray, first: int, band: Band, layout:
                batch_size: int) -> np.ndarray | None:
     """A band's tiles, cut from the slab's :func:`with_halo` field (grid rows from ``first``),
     predicted in batches of fixed composition and summed in tile order with their
-    Gaussian weights: (K, rows, W) float64 over the grid rows [band first row, reach) (the weights'
-    sum is :meth:`BandLayout.band_weights`); wrapped columns folded back; None for a band without tiles."""
+    Gaussian weights: (K, rows, W) float32 over the grid rows [band first row, reach) (the weights'
+    sum is :meth:`BandLayout.band_weights`); wrapped columns folded back; None for a band without tiles.
+    Each tile is weighted, then added (two roundings, so the same bits in any vector or scalar path
+    and at any thread count), by torch's vectorised loops on its own threads."""
     if not band.tiles:
         return None
     lat = layout.lattice
     tile = lat.tile
-    weights = gaussian_weights(tile)
+    weights = torch.from_numpy(np.array(gaussian_weights(tile)))
     top = band.rows[0]
-    sums = None
+    sums = weighted = None
     for k in range(0, len(band.tiles), batch_size):
         batch = band.tiles[k:k + batch_size]
         # a batch of one can take another kernel path, whose bits vary with the thread count: doubled
         rows, cols = (np.array(c, dtype=np.int64) for c in zip(*(batch * 2 if len(batch) == 1 else batch)))
         out = np.ascontiguousarray(predict_batch(_tiles(field, rows - first, cols, tile))[:len(batch)], dtype=np.float32)
         if sums is None:
-            width = max(lat.lon_starts) + tile
-            sums = np.zeros((out.shape[1], band.reach - top, width), dtype=np.float64)
-        in_blocks(_add_weighted, len(sums), sums, out, weights, rows[:len(batch)] - top, cols[:len(batch)])
-    return _folded(sums, lat)[:, :lat.nlat - top]
+            sums = torch.zeros((out.shape[1], band.reach - top, max(lat.lon_starts) + tile))
+            weighted = torch.empty(out.shape[1:])
+        for n, (row, col) in enumerate(batch):
+            torch.mul(torch.from_numpy(out[n]), weights, out=weighted)
+            sums[:, row - top:row - top + tile, col:col + tile].add_(weighted)
+    return _folded(sums.numpy(), lat)[:, :lat.nlat - top]
 
 
 def predict_slab(
@@ -383,7 +377,7 @@ def blend(sums: dict[int, np.ndarray], layout: BandLayout, *, comm: Communicator
             owner = slab_ranks[layout.slab_of_band[dest.index]]
             if owner != comm.rank:
                 send[owner].append(block[:, first - source.rows[0]:end - source.rows[0]].ravel())
-    received = comm.alltoallv([np.concatenate(p) if p else np.empty(0) for p in send], np.float64)
+    received = comm.alltoallv([np.concatenate(p) if p else np.empty(0, np.float32) for p in send], np.float32)
     if slab < 0:
         return None
     nlon = layout.lattice.nlon
@@ -418,20 +412,11 @@ def blend(sums: dict[int, np.ndarray], layout: BandLayout, *, comm: Communicator
         levels = parts[0][2].shape[0]
         if out is None:
             out = np.empty((levels, bands[-1].rows[1] - top, nlon), dtype=np.float32)
-        total = np.zeros((levels, dest.rows[1] - dest.rows[0], nlon))
+        total = np.zeros((levels, dest.rows[1] - dest.rows[0], nlon), dtype=np.float32)
         for _, first, block in parts:  # canonical order: source band
             total[:, first - dest.rows[0]:first - dest.rows[0] + block.shape[1]] += block
-        in_blocks(_divide, levels, total, layout.blend_weights(dest), out[:, dest.rows[0] - top:dest.rows[1] - top])
+        np.divide(total, layout.blend_weights(dest), out=out[:, dest.rows[0] - top:dest.rows[1] - top])
     return out
-
-
-@kernel
-def _divide(total, weight, out, start, end):
-    """Levels [start, end) of ``out`` (K, rows, W) float32 = ``total`` (K, rows, W) / ``weight`` (rows, W)."""
-    for k in range(start, end):
-        for y in range(out.shape[1]):
-            for x in range(out.shape[2]):
-                out[k, y, x] = total[k, y, x] / weight[y, x]
 
 
 def tiled_predict(predict_batch: Callable[[np.ndarray], np.ndarray], inputs: np.ndarray, *, tile: int, overlap: float,

@@ -26,31 +26,42 @@ _ONE = np.ones((1, 1))
 
 
 @kernel
-def _weighted_sums(slot, pixel, up, values, weights, levels, out, first):
-    """``out[s, first + l] += Σ w·v`` and ``out[s, first + levels + l] += Σ w`` over the entries
-    (slot s, pixel, up) in entry order, with ``w = up · weights[l, pixel]`` and ``v = values[l, pixel]``;
-    a field of one level serves every level, and ``weights`` of shape (1, 1) is a weight of one."""
+def _weighted_sums(slot, pixel, up, values, weights, levels, out, first_column):
+    """``out[s, c + l] += Σ w·v`` and ``out[s, c + levels + l] += Σ w`` (c = ``first_column``) over the
+    entries (slot s, pixel, up) in entry order, with
+    ``w = up · weights[l, pixel]`` and ``v = values[l, pixel]``; a field of one level serves every
+    level, and ``weights`` of shape (1, 1) is a weight of one."""
     per_level_v, per_level_w, per_pixel_w = values.shape[0] > 1, weights.shape[0] > 1, weights.shape[1] > 1
+    c = first_column
     for e in range(slot.size):
         s, p = slot[e], pixel[e]
+        if not per_level_w:  # one weight for every level
+            w = up[e] * weights[0, p if per_pixel_w else 0]
+            if w == 0.0:  # a zero-weight term changes no sum (never -0)
+                continue
+            for level in range(levels):
+                out[s, c + level] += w * values[level if per_level_v else 0, p]
+                out[s, c + levels + level] += w
+            continue
         for level in range(levels):
-            w = up[e] * weights[level if per_level_w else 0, p if per_pixel_w else 0]
-            if w != 0.0:  # a zero-weight term changes no sum (never -0): one-hot weights skip most levels
-                out[s, first + level] += w * values[level if per_level_v else 0, p]
-                out[s, first + levels + level] += w
+            w = up[e] * weights[level, p if per_pixel_w else 0]
+            if w != 0.0:  # one-hot weights skip most levels
+                out[s, c + level] += w * values[level if per_level_v else 0, p]
+                out[s, c + levels + level] += w
 
 
 @kernel
-def _one_hot_sums(slot, pixel, up, values, level, levels, out, first):
+def _one_hot_sums(slot, pixel, up, values, level, levels, out, first_column):
     """:func:`_weighted_sums` with the one-hot of ``level`` (per pixel; -1 none) as the weights:
     one term per entry instead of one per level, the same sums."""
     per_level_v = values.shape[0] > 1
+    c = first_column
     for e in range(slot.size):
         s, p = slot[e], pixel[e]
         k = level[p]
         if k >= 0 and up[e] != 0.0:
-            out[s, first + k] += up[e] * values[k if per_level_v else 0, p]
-            out[s, first + levels + k] += up[e]
+            out[s, c + k] += up[e] * values[k if per_level_v else 0, p]
+            out[s, c + levels + k] += up[e]
 
 
 @dataclass(frozen=True)
@@ -126,6 +137,12 @@ class HostExchange:
             self.send_rows[rank] = (first, start)
         self.bands = [_BandCells(band, e, cells, inverse, to_rank, row_of_cell[inverse])
                       for band, e, cells, inverse, to_rank, row_of_cell in bands]
+        # The slab's entries, band after band, their pixels counted from the slab's first row.
+        first_row = layout.slab_rows(slab)[0] if self.bands else 0
+        self.slot = np.concatenate([b.slot for b in self.bands] or [np.empty(0, np.int64)])
+        self.pixel = np.concatenate([b.entries.pixel + (b.band.rows[0] - first_row) * self.nlon for b in self.bands]
+                                    or [np.empty(0, np.int64)])
+        self.up = np.concatenate([b.entries.up for b in self.bands] or [np.empty(0)]).astype(np.float64)
         # Tell each owner which of its cells each band sends, in band order: [band, count, positions…]…
         send = [[] for _ in range(comm.size)]
         for b in self.bands:
@@ -141,11 +158,6 @@ class HostExchange:
                 k += 2 + count
         self.incoming.sort(key=lambda item: item[0])  # canonical order: band
 
-    def _rows(self, field: np.ndarray, band: Band) -> np.ndarray:
-        first = self.layout.slab_rows(self.slab)[0]
-        block = field[:, band.rows[0] - first:band.rows[1] - first]
-        return block.reshape(block.shape[0], -1)
-
     def means(self, fields: list[tuple[np.ndarray | None, np.ndarray | None]]) -> list[np.ndarray]:
         """For each (values (L or 1, rows, W), weights (L or 1, rows, W), :class:`OneHot` or None) on
         this rank's slab (both None on a rank without one): the mean of the values over each of this
@@ -158,17 +170,18 @@ class HostExchange:
             return [np.zeros((len(fields), self.nlocal)) for _ in fields]
         nsums = 2 * sum(levels)
         sums = np.zeros((max((end for _, end in self.send_rows.values()), default=0), nsums))
-        for b in self.bands:
-            k = 0
-            for n, (values, weights) in zip(levels, fields):
-                values = self._rows(values, b.band)
-                if isinstance(weights, OneHot):
-                    level = self._rows(weights.levels[None], b.band)[0]
-                    _one_hot_sums(b.slot, b.entries.pixel, b.entries.up, values, level, n, sums, k)
-                else:
-                    weights = _ONE if weights is None else self._rows(weights, b.band)
-                    _weighted_sums(b.slot, b.entries.pixel, b.entries.up, values, weights, n, sums, k)
-                k += 2 * n
+        k = 0
+        first, end = self.layout.slab_rows(self.slab)
+        for n, (values, weights) in (zip(levels, fields) if self.bands else ()):
+            for array in (values, weights.levels[None] if isinstance(weights, OneHot) else weights):
+                if array is not None and array.shape[1:] != (end - first, self.nlon):
+                    raise ValueError(f"a field of shape {array.shape} is not on this slab's {end - first}x{self.nlon} cells")
+            entries = (self.slot, self.pixel, self.up, values.reshape(values.shape[0], -1))
+            if isinstance(weights, OneHot):
+                _one_hot_sums(*entries, weights.levels.reshape(-1), n, sums, k)
+            else:
+                _weighted_sums(*entries, _ONE if weights is None else weights.reshape(weights.shape[0], -1), n, sums, k)
+            k += 2 * n
         mine = self.send_rows.get(self.comm.rank)
         send = [np.empty(0)] * self.comm.size
         for rank, (start, end) in self.send_rows.items():

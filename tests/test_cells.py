@@ -273,3 +273,22 @@ def test_post_process_is_the_stages_in_turn_bit_for_bit(seed):
         assert np.array_equal(part.fine_map, whole.fine_map[rows])
     with pytest.raises(EmulatorError, match="do not match the land mask"):
         em.post_process(logits[:7], scenario, land, area)
+
+
+def test_landuse_inputs_refuse_a_scenario_that_varies_in_a_cell_and_unknown_class_codes():
+    logits, land, area, scenario, previous = _fields(6, h=16, w=16)
+    rng = np.random.default_rng(6)
+    static = {n: rng.normal(size=land.shape).astype(np.float32) for n in STATIC_NAMES}
+    inputs = landuse_features(scenario, static, previous, area, 4, STATIC_NAMES)
+    nodata = previous == 99
+    assert nodata.any() and np.all(inputs[-8:][:, nodata] == 0)  # no data: no class
+    bad = scenario.copy()
+    bad[2, 9, 14] += 0.01  # one pixel of one coarse cell
+    with pytest.raises(EmulatorError, match="not constant over aligned 4x4 coarse cells"):
+        landuse_features(bad, static, previous, area, 4, STATIC_NAMES)
+    for codes in (previous.copy(), previous.astype(np.int64)):
+        codes[3, 5] = 78
+        with pytest.raises(EmulatorError, match=r"codes \[78\]"):
+            landuse_features(scenario, static, codes, area, 4, STATIC_NAMES)
+    with pytest.raises(EmulatorError, match=r"codes \[-3\]"):
+        landuse_features(scenario, static, np.where(nodata, -3, previous.astype(np.int64)), area, 4, STATIC_NAMES)

@@ -405,48 +405,63 @@ def _post(logits, scenario, land, area, k, column, iterations, previous_index, c
 
 
 @kernel
-def _landuse_inputs(scenario, previous, area, static, k, column, mean, std, out, first, end):
+def _landuse_inputs(scenario, codes, level_of_code, nodata, area, static, k, column, mean, std, out, faults, first, end):
     """Coarse-cell rows [first, end) of the land-use inputs ``out`` (C, H, W) float32, ``(raw - mean)
-    / std`` per channel, from the fine scenario (G, H, W) float32, the previous map's class levels
-    (H, W; -1 no data), the pixel areas and the static fields (S, H, W) float32. Raw channels: the
-    scenario; the scenario minus the area-weighted group fractions of the previous map in the cell
-    (summed in pixel order, as :func:`_group_shares`); the pixel's position in its cell; the static
-    fields; the one-hot previous class. Written a fine row and a channel at a time."""
+    / std`` per channel, from the fine scenario (G, H, W) float32, the previous map's class codes
+    (H, W) and their levels ``level_of_code`` (-1: none), the pixel areas and the static fields (a
+    tuple of (H, W) float32). Raw channels: the scenario; the scenario minus the area-weighted group
+    fractions of the previous map in the cell (summed in pixel order, as :func:`_group_shares`); the
+    pixel's position in its cell; the static fields; the one-hot previous class (none for
+    ``nodata``). Sets ``faults[0]`` where the scenario varies inside a coarse cell and ``faults[1]``
+    where a code is neither a class nor ``nodata``. Written a fine row and a channel at a time."""
     groups, n, w = scenario.shape[0], column.size, area.shape[1]
-    nstatic = static.shape[0]
     share = np.empty((groups, w // k))
     weight = np.empty(w // k)
+    share_row = np.empty((groups, w), dtype=np.float32)  # each pixel's cell's share, as float32
+    level = np.empty(w, dtype=np.int64)
+    c = 2 * groups
+    column_position = np.empty(w, dtype=np.float32)  # normalised
+    for x in range(w):
+        column_position[x] = (np.float32((x % k + 0.5) / k - 0.5) - mean[c + 1]) / std[c + 1]
     for cy in range(first, end):
         share[:] = 0.0
         weight[:] = 0.0
         for y in range(cy * k, cy * k + k):  # each cell's pixels in order: its rows, then columns
             for x in range(w):
                 weight[x // k] += area[y, x]
-                c = previous[y, x]
+                c = level_of_code[codes[y, x]]
+                if c < 0 and codes[y, x] != nodata:
+                    faults[1] = 1
                 if c >= 0 and 0 <= column[c] < groups:
                     share[column[c], x // k] += area[y, x]
         for g in range(groups):
-            for cx in range(w // k):
-                share[g, cx] /= weight[cx]
+            for x in range(w):
+                share_row[g, x] = np.float32(share[g, x // k] / weight[x // k])
         for y in range(cy * k, cy * k + k):
             for g in range(groups):
                 d = groups + g
                 for x in range(w):
+                    if scenario[g, y, x] != scenario[g, cy * k, x - x % k]:
+                        faults[0] = 1
                     out[g, y, x] = (scenario[g, y, x] - mean[g]) / std[g]
-                    out[d, y, x] = (scenario[g, y, x] - np.float32(share[g, x // k]) - mean[d]) / std[d]
+                for x in range(w):
+                    out[d, y, x] = (scenario[g, y, x] - share_row[g, x] - mean[d]) / std[d]
             c = 2 * groups
-            row = np.float32((y - cy * k + 0.5) / k - 0.5)
+            row = (np.float32((y - cy * k + 0.5) / k - 0.5) - mean[c]) / std[c]
             for x in range(w):
-                out[c, y, x] = (row - mean[c]) / std[c]
-                out[c + 1, y, x] = (np.float32((x % k + 0.5) / k - 0.5) - mean[c + 1]) / std[c + 1]
-            for s in range(nstatic):
+                out[c, y, x] = row
+                out[c + 1, y, x] = column_position[x]
+            for s in range(len(static)):
                 c = 2 * groups + 2 + s
+                field = static[s]
                 for x in range(w):
-                    out[c, y, x] = (static[s, y, x] - mean[c]) / std[c]
-            for level in range(n):
-                c = 2 * groups + 2 + nstatic + level
+                    out[c, y, x] = (field[y, x] - mean[c]) / std[c]
+            for x in range(w):
+                level[x] = level_of_code[codes[y, x]]
+            for lv in range(n):
+                c = 2 * groups + 2 + len(static) + lv
                 for x in range(w):
-                    out[c, y, x] = (np.float32(1.0 if previous[y, x] == level else 0.0) - mean[c]) / std[c]
+                    out[c, y, x] = (np.float32(1.0 if level[x] == lv else 0.0) - mean[c]) / std[c]
 
 
 @kernel
@@ -507,12 +522,15 @@ def group_shares(p, weights, k, column, groups) -> np.ndarray:
     return out
 
 
-def landuse_inputs(scenario, previous, area, static, k, column, mean, std, out=None) -> np.ndarray:
-    """The land-use inputs (C, H, W) float32, normalised by ``mean`` and ``std`` (C) float32 (see
-    :func:`_landuse_inputs`), in the leading corner of ``out`` if given (:func:`.compiled.output_array`)."""
+def landuse_inputs(scenario, codes, level_of_code, nodata, area, static, k, column, mean, std, out=None) -> tuple:
+    """(the land-use inputs (C, H, W) float32, normalised by ``mean`` and ``std`` (C) float32, in the
+    leading corner of ``out`` if given (:func:`.compiled.output_array`); faults (2)): see
+    :func:`_landuse_inputs`."""
     out = output_array(out, (mean.size,) + area.shape)
-    in_blocks(_landuse_inputs, area.shape[0] // k, scenario, previous, area, static, k, column, mean, std, out)
-    return out[:, :area.shape[0], :area.shape[1]]
+    faults = np.zeros(2, dtype=np.int64)
+    in_blocks(_landuse_inputs, area.shape[0] // k, scenario, codes, level_of_code, nodata, area, static, k, column,
+              mean, std, out, faults)
+    return out[:, :area.shape[0], :area.shape[1]], faults
 
 
 def normalised_entropy(p, land) -> np.ndarray:

@@ -25,7 +25,6 @@ import torch
 
 from ..datasets import CLASS_CODES, CLASS_INDEX, GROUP_COLUMN, LANDUSE_CLASSES, NODATA, SCENARIO_GROUPS, WATER
 from ..errors import EmulatorError
-from ..grids import upsample_blocks
 from .. import cells
 from .checkpoint import Emulator, channel_normalisation
 from .unet import UNet
@@ -90,24 +89,30 @@ def landuse_features(scenario_fine: np.ndarray, static: dict, prev_map: np.ndarr
     ``area``: the pixels' areas (any unit); ``out``: an array to write them into the leading
     corner of (:func:`.compiled.output_array`)."""
     scenario_fine = np.ascontiguousarray(scenario_fine, dtype=np.float32)
-    prev_map = np.asarray(prev_map)
+    prev_map = np.ascontiguousarray(prev_map)
     h, w = prev_map.shape
     if scenario_fine.shape != (len(SCENARIO_GROUPS), h, w):
         raise EmulatorError(f"scenario_fine has shape {scenario_fine.shape}, expected {(len(SCENARIO_GROUPS), h, w)}")
     if h % factor or w % factor:
         raise EmulatorError(f"land-use inputs of {h}x{w} fine cells do not tile coarse cells of {factor}x{factor}")
-    if not np.array_equal(upsample_blocks(scenario_fine[:, ::factor, ::factor], factor), scenario_fine):
-        raise EmulatorError(f"scenario_fine is not constant over aligned {factor}x{factor} coarse cells")
     missing = [n for n in static_names if n not in static]
     if missing:
         raise EmulatorError(f"static fields {missing} are missing (have {sorted(static)})")
-    if np.shape(area) != (h, w):
-        raise EmulatorError(f"area has shape {np.shape(area)}, expected {(h, w)}")
+    fields = tuple(np.ascontiguousarray(static[n], dtype=np.float32) for n in static_names)
+    if np.shape(area) != (h, w) or any(f.shape != (h, w) for f in fields):
+        raise EmulatorError(f"area {np.shape(area)} or a static field {[f.shape for f in fields]} is not {(h, w)}")
+    if prev_map.dtype.kind not in "iu" or prev_map.min(initial=0) < 0 or prev_map.max(initial=0) >= CLASS_INDEX.size:
+        class_levels(prev_map)  # raises on the codes outside the classes
     channels = 2 * len(SCENARIO_GROUPS) + 2 + len(static_names) + len(LANDUSE_CLASSES)
     mean, std = channel_normalisation(mean, std, channels)
-    return cells.landuse_inputs(scenario_fine, class_levels(prev_map), np.ascontiguousarray(area, dtype=np.float64),
-                                np.stack([np.asarray(static[n], dtype=np.float32) for n in static_names]),
-                                factor, GROUP_COLUMN, mean, std, out)
+    inputs, faults = cells.landuse_inputs(scenario_fine, prev_map, CLASS_INDEX, NODATA,
+                                          np.ascontiguousarray(area, dtype=np.float64), fields, factor, GROUP_COLUMN,
+                                          mean, std, out)
+    if faults[0]:
+        raise EmulatorError(f"scenario_fine is not constant over aligned {factor}x{factor} coarse cells")
+    if faults[1]:
+        class_levels(prev_map)  # raises, naming the codes
+    return inputs
 
 
 class LandUseEmulator(Emulator):

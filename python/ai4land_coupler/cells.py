@@ -118,15 +118,17 @@ FIT_TOLERANCE = 4e-16  # a round whose factors all change by less than this is t
 
 
 @kernel
-def _fit(q, land_area, cell_area, target, column, iterations, start, scale, factor, share):
+def _fit(q, land_area, cell_area, target, column, iterations, start, scale, factor, live):
     """Iterative proportional fitting of one cell: each round, one factor per column brings the
     cell's shares to the targets, then each land pixel is renormalised. A round keeps the ratios
     of the classes within a column, and renormalising commutes with the factors, so after any
     number of rounds a land pixel's column masses are ``start[g, i] · F[g] / Σ_h start[h, i] · F[h]``
     with ``F`` the product of the factors so far: the rounds update the 6 products alone (kept
     at a largest of 1) and the classes are scaled once at the end. The rounds stop early once
-    the shares meet the targets to rounding (:data:`FIT_TOLERANCE`). ``start`` (columns, pixels)
-    and ``scale`` (pixels) are work arrays, laid out so that the loops over pixels vectorise."""
+    the shares meet the targets to rounding (:data:`FIT_TOLERANCE`). A column without mass, or
+    whose target is 0 (its factor then 0), adds exactly 0 to every sum: its pixel loops are
+    skipped (``live``). ``start`` (columns, pixels) and ``scale`` (pixels) are work arrays, laid
+    out so that the loops over pixels vectorise."""
     kk, n, ncol = q.shape[0], q.shape[1], factor.size
     start[:, :] = 0.0
     for i in range(kk):
@@ -134,29 +136,35 @@ def _fit(q, land_area, cell_area, target, column, iterations, start, scale, fact
             for c in range(n):
                 if column[c] >= 0:
                     start[column[c], i] += q[i, c]
-    factor[:] = 1.0
+    for g in range(ncol):
+        factor[g] = 1.0
+        live[g] = False
+        for i in range(kk):
+            live[g] = live[g] or start[g, i] > 0.0
     for _ in range(iterations):
-        _column_totals(start, factor, scale)
+        _column_totals(start, factor, live, scale)
         for i in range(kk):
             scale[i] = land_area[i] / max(scale[i], 1e-300)
         top = 0.0
         fitted = True
         for g in range(ncol):
-            weight = 0.0
-            for i in range(kk):
-                weight += start[g, i] * scale[i]
-            share[g] = factor[g] * weight / cell_area
-            if share[g] > 0:
-                ratio = target[g] / share[g]
-                fitted = fitted and abs(ratio - 1.0) <= FIT_TOLERANCE
-                factor[g] *= ratio
+            if live[g]:
+                weight = 0.0
+                for i in range(kk):
+                    weight += start[g, i] * scale[i]
+                share = factor[g] * weight / cell_area
+                if share > 0:
+                    ratio = target[g] / share
+                    fitted = fitted and abs(ratio - 1.0) <= FIT_TOLERANCE
+                    factor[g] *= ratio
             top = max(top, factor[g])
         top = top if top > 0 else 1.0
         for g in range(ncol):
             factor[g] /= top
+            live[g] = live[g] and factor[g] > 0.0
         if fitted:  # a further round would move no factor by more than rounding
             break
-    _column_totals(start, factor, scale)
+    _column_totals(start, factor, live, scale)
     for i in range(kk):
         if land_area[i] == 0.0:
             continue
@@ -167,13 +175,14 @@ def _fit(q, land_area, cell_area, target, column, iterations, start, scale, fact
 
 
 @kernel(inline=True)
-def _column_totals(start, factor, total):
-    """total[i] = Σ_g start[g, i] · factor[g], added in column order."""
+def _column_totals(start, factor, live, total):
+    """total[i] = Σ_g start[g, i] · factor[g], added in column order (the columns not ``live`` add 0)."""
     total[:] = 0.0
     for g in range(start.shape[0]):
-        f = factor[g]
-        for i in range(start.shape[1]):
-            total[i] += start[g, i] * f
+        if live[g]:
+            f = factor[g]
+            for i in range(start.shape[1]):
+                total[i] += start[g, i] * f
 
 
 @kernel
@@ -239,7 +248,7 @@ def _column_masses(q, i, column, mass):
 
 
 Work = collections.namedtuple("Work", "q land_area pixel_area target share factor rate give start scale moved mass "
-                                       "cell_split split key order chosen group_prob")
+                                       "cell_split split key order chosen group_prob live")
 
 
 @kernel
@@ -248,14 +257,14 @@ def _work(kk, n, ncol):
     return Work(np.empty((kk, n)), np.empty(kk), np.empty(kk), np.empty(ncol), np.empty(ncol), np.empty(ncol),
                 np.empty(ncol), np.empty(ncol), np.empty((ncol, kk)), np.empty(kk), np.empty(kk), np.empty(ncol),
                 np.empty(n), np.empty(n), np.empty(kk * ncol), np.empty(kk * ncol, dtype=np.int64),
-                np.empty(kk, dtype=np.int64), np.empty((kk, ncol)))
+                np.empty(kk, dtype=np.int64), np.empty((kk, ncol)), np.empty(ncol, dtype=np.bool_))
 
 
 @kernel
 def _project(q, land_area, cell_area, target, column, iterations, w):
     """One land cell's probabilities q projected on its targets: the fitting, then the exact correction."""
     if iterations > 0:
-        _fit(q, land_area, cell_area, target, column, iterations, w.start, w.scale, w.factor, w.share)
+        _fit(q, land_area, cell_area, target, column, iterations, w.start, w.scale, w.factor, w.live)
     _correct(q, land_area, cell_area, target, column, w.share, w.rate, w.give, w.moved, w.mass, w.cell_split, w.split)
 
 

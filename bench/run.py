@@ -60,7 +60,7 @@ def scale_on_paper(step: list[dict], flops_per_tile: dict[str, float]) -> str:
     cpu_hours = sum(runs[k] * tiles * per_tile[k] for k in runs) / 3600
     pixels = 21600 * 43200
     state_gb = pixels * (1 + 4 + 2 * 4 + 7 * 4 + 1 + 8) / 1e9  # map, LAI, 2 months, static fields, mask, area
-    halo_mb = 64 * 43200 * (27 * 4 + 9 * 8) / 1e6  # input rows (27 channels, float32) + sums (8 + 1, float64)
+    halo_mb = 64 * 43200 * (27 * 4 + 8 * 4) / 1e6  # input rows (27 channels) + land-use sums (8 levels), float32
     lines = [
         f"A global 1 km grid is 43200 × 21600 = {pixels / 1e9:.2f} G pixels: **{tiles:,} tiles** of 128² at step 64.",
         "",
@@ -72,10 +72,10 @@ def scale_on_paper(step: list[dict], flops_per_tile: dict[str, float]) -> str:
         f"{tflop / 100 / 64:,.1f} s on 64 GPUs, {tflop / 100 / 256:,.1f} s on 256.",
         f"* **Memory.** The state and the static inputs are about {state_gb:,.0f} GB for the globe, held in slabs: "
         f"{state_gb / 64:,.1f} GB per rank on 64 ranks. A prediction adds, per slab, its inputs (27 float32 channels) "
-        f"and tile sums (9 float64 levels), about {pixels * (27 * 4 + 9 * 8) / 1e9:,.0f} GB over the globe; a rank "
+        f"and tile sums (8 float32 levels), about {pixels * (27 * 4 + 8 * 4) / 1e9:,.0f} GB over the globe; a rank "
         "can predict its bands one at a time to cap this.",
         f"* **Communication.** Each slab receives the 64 rows its tiles reach beyond it and sends back the sums over "
-        f"them: {halo_mb:,.0f} MB per prediction and slab boundary, about 20 ms at 25 GB/s, whatever the number of "
+        f"them: {halo_mb:,.0f} MB per prediction and slab boundary, about {halo_mb / 25:,.0f} ms at 25 GB/s, whatever the number of "
         "ranks. The host-cell means and the drivers are small beside it.",
         "* **What dominates.** Compute, by far, up to the point where a slab holds only a few bands: per rank it "
         "shrinks as 1/N while the halo stays 64 rows, so the exchange reaches the compute at N ≈ 21600 rows / "

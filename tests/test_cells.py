@@ -292,3 +292,18 @@ def test_landuse_inputs_refuse_a_scenario_that_varies_in_a_cell_and_unknown_clas
             landuse_features(scenario, static, codes, area, 4, STATIC_NAMES)
     with pytest.raises(EmulatorError, match=r"codes \[-3\]"):
         landuse_features(scenario, static, np.where(nodata, -3, previous.astype(np.int64)), area, 4, STATIC_NAMES)
+
+
+def test_allocation_takes_any_integer_map_of_codes_and_refuses_what_is_not_one():
+    logits, land, area, scenario, previous = _fields(7)
+    em = _emulator()
+    probs = em.conserve(em.masked_probabilities(logits, land), scenario, land, area)
+    expected = em.allocate(probs, scenario, land, area, previous)
+    assert np.array_equal(em.allocate(probs, scenario, land, area, previous.astype(np.int32)), expected)
+    assert np.array_equal(em.post_process(logits, scenario, land, area, previous.astype(np.int64)).fine_map, expected)
+    with pytest.raises(EmulatorError, match="outside the class codes"):
+        em.allocate(probs, scenario, land, area, np.where(previous == 99, 300, previous.astype(np.int64)))
+    with pytest.raises(EmulatorError, match="outside the class codes"):
+        em.post_process(logits, scenario, land, area, previous.astype(np.float32))
+    with pytest.raises(EmulatorError, match="the previous map has shape"):
+        em.allocate(probs, scenario, land, area, previous[:-4])

@@ -7,7 +7,9 @@ block of rows (:mod:`.compiled`). They agree with the float64 NumPy formulation 
 to 1e-13 (``tests/test_cells.py`` keeps that formulation as the reference).
 
 Class columns: ``column[c]`` is the conservation column of class ``c`` (the 5 scenario groups,
-then inland water); -1 for ocean, which is in none.
+then inland water); -1 for ocean, which is in none. The cell kernels take the scenario per coarse
+cell, (G, H/k, W/k) (a strided view of the fine one will do), and the previous map as class codes
+with their levels ``level_of_code`` (-1: none).
 """
 from __future__ import annotations
 
@@ -63,11 +65,11 @@ def _entropy(p):
     return min(max(s / np.log(np.float64(n - 1)), 0.0), 1.0)
 
 
-@kernel
+@kernel(inline=True)
 def _geometry(scenario, land, area, k, cy, cx, land_area, pixel_area, target):
     """One coarse cell's pixel areas, their land areas, and its target shares (6) of the cell's
-    area: the scenario scaled down to the land it has. Returns the cell's area, or 0 when it has
-    no land."""
+    area: the scenario (G, H/k, W/k) scaled down to the land it has. Returns the cell's area, or 0
+    when it has no land."""
     cell_area = 0.0
     land_total = 0.0
     for a in range(k):
@@ -83,7 +85,7 @@ def _geometry(scenario, land, area, k, cy, cx, land_area, pixel_area, target):
     groups = scenario.shape[0]
     total = 0.0
     for g in range(groups):
-        target[g] = scenario[g, cy * k, cx * k]
+        target[g] = scenario[g, cy, cx]
         total += target[g]
     fit = min(1.0, land_share / max(total, 1e-300))
     total = 0.0
@@ -94,7 +96,7 @@ def _geometry(scenario, land, area, k, cy, cx, land_area, pixel_area, target):
     return cell_area
 
 
-@kernel
+@kernel(inline=True)
 def _load(p, k, cy, cx, q):
     """q (k*k, K): the probabilities (K, H, W) of one coarse cell's pixels."""
     for a in range(k):
@@ -103,7 +105,7 @@ def _load(p, k, cy, cx, q):
                 q[a * k + b, c] = p[c, cy * k + a, cx * k + b]
 
 
-@kernel
+@kernel(inline=True)
 def _shares(q, land_area, cell_area, column, share):
     """Area-weighted share of the cell's area of each column."""
     share[:] = 0.0
@@ -117,7 +119,7 @@ def _shares(q, land_area, cell_area, column, share):
 FIT_TOLERANCE = 4e-16  # a round whose factors all change by less than this is the last one
 
 
-@kernel
+@kernel(inline=True)
 def _fit(q, land_area, cell_area, target, column, iterations, start, scale, factor, live):
     """Iterative proportional fitting of one cell: each round, one factor per column brings the
     cell's shares to the targets, then each land pixel is renormalised. A round keeps the ratios
@@ -185,7 +187,7 @@ def _column_totals(start, factor, live, total):
                 total[i] += start[g, i] * f
 
 
-@kernel
+@kernel(inline=True)
 def _correct(q, land_area, cell_area, target, column, share, rate, give, moved, mass, cell_split, split):
     """The exact correction of one cell's probabilities q (k*k, K) after the fitting, then clipped
     to [0, 1]: each column's excess over its target is taken in proportion to its mass at each
@@ -260,7 +262,7 @@ def _work(kk, n, ncol):
                 np.empty(kk, dtype=np.int64), np.empty((kk, ncol)), np.empty(ncol, dtype=np.bool_))
 
 
-@kernel
+@kernel(inline=True)
 def _project(q, land_area, cell_area, target, column, iterations, w):
     """One land cell's probabilities q projected on its targets: the fitting, then the exact correction."""
     if iterations > 0:
@@ -288,7 +290,7 @@ def _conserve(p, scenario, land, area, k, column, iterations, first, end):
                         p[c, cy * k + a, cx * k + b] = q[a * k + b, c]
 
 
-@kernel
+@kernel(inline=True)
 def _stable_order(key, order):
     """The indices of the finite keys in ``order``, by increasing key, ties in index order (an
     insertion sort: a cell's few pairs, without the allocations of ``np.argsort``); returns
@@ -306,13 +308,14 @@ def _stable_order(key, order):
     return m
 
 
-@kernel
-def _choose(q, land_area, pixel_area, target, cell_area, column, previous_index, codes, k, cy, cx, out, w):
+@kernel(inline=True)
+def _choose(q, land_area, pixel_area, target, cell_area, column, previous, level_of_code, codes, k, cy, cx, out, w):
     """The class codes of one land cell's pixels in ``out`` (H, W) from its conserved probabilities q
     (k*k, K): (pixel, group) pairs in decreasing order of the group's probability (ties in pixel,
     then group order); a pair is taken while the pixel is free and the group still lacks half the
     pixel's area; pixels left over take their most probable group. Within its group a pixel keeps
-    its ``previous_index`` class (-1: none) when that is in the group, else its most probable one.
+    class in the ``previous`` map of codes (its level ``level_of_code[code]``, -1: none) when that is
+    in the group, else its most probable one.
     Uses up ``target``."""
     key, order, chosen, group_prob = w.key, w.order, w.chosen, w.group_prob
     kk, n, ncol = q.shape[0], q.shape[1], target.size
@@ -345,14 +348,14 @@ def _choose(q, land_area, pixel_area, target, cell_area, column, previous_index,
                 value = q[i, c] if column[c] == chosen[i] else -1.0
                 if value > best:
                     level, best = c, value
-            before = previous_index[cy * k + a, cx * k + b]
+            before = level_of_code[previous[cy * k + a, cx * k + b]]
             if before >= 0 and column[before] == chosen[i]:
                 level = before
             out[cy * k + a, cx * k + b] = codes[level]
 
 
 @kernel
-def _allocate(p, scenario, land, area, k, column, previous_index, codes, out, first, end):
+def _allocate(p, scenario, land, area, k, column, previous, level_of_code, codes, out, first, end):
     """The class codes of the coarse-cell rows [first, end) of ``out`` (H, W) from conserved
     probabilities (K, H, W) (:func:`_choose`); ocean where a cell has no land."""
     w = _work(k * k, p.shape[0], scenario.shape[0] + 1)
@@ -366,11 +369,11 @@ def _allocate(p, scenario, land, area, k, column, previous_index, codes, out, fi
                         out[cy * k + a, cx * k + b] = codes[0]
                 continue
             _load(p, k, cy, cx, q)
-            _choose(q, land_area, pixel_area, target, cell_area, column, previous_index, codes, k, cy, cx, out, w)
+            _choose(q, land_area, pixel_area, target, cell_area, column, previous, level_of_code, codes, k, cy, cx, out, w)
 
 
 @kernel
-def _post(logits, scenario, land, area, k, column, iterations, previous_index, codes, probs, uncertainty, shares,
+def _post(logits, scenario, land, area, k, column, iterations, previous, level_of_code, codes, probs, uncertainty, shares,
           fine_map, first, end):
     """The land-use step's cell work on the coarse-cell rows [first, end), one cell at a time while
     its pixels are in cache: the probabilities from the logits (:func:`_softmax_at`), projected on
@@ -406,7 +409,8 @@ def _post(logits, scenario, land, area, k, column, iterations, previous_index, c
             for g in range(groups):
                 shares[g, cy, cx] = total[g] / weight
             if cell_area > 0.0:
-                _choose(q, land_area, pixel_area, target, cell_area, column, previous_index, codes, k, cy, cx, fine_map, w)
+                _choose(q, land_area, pixel_area, target, cell_area, column, previous, level_of_code, codes, k, cy, cx,
+                        fine_map, w)
             else:
                 for a in range(k):
                     for b in range(k):
@@ -517,10 +521,10 @@ def conserve(p, scenario, land, area, k, column, iterations) -> None:
     in_blocks(_conserve, p.shape[1] // k, p, scenario, land, area, k, column, iterations)
 
 
-def allocate(p, scenario, land, area, k, column, previous_index, codes) -> np.ndarray:
+def allocate(p, scenario, land, area, k, column, previous, level_of_code, codes) -> np.ndarray:
     """The fine class map (H, W) uint8 of class codes (see :func:`_allocate`)."""
     out = np.empty(land.shape, dtype=np.uint8)
-    in_blocks(_allocate, land.shape[0] // k, p, scenario, land, area, k, column, previous_index, codes, out)
+    in_blocks(_allocate, land.shape[0] // k, p, scenario, land, area, k, column, previous, level_of_code, codes, out)
     return out
 
 
@@ -549,10 +553,10 @@ def normalised_entropy(p, land) -> np.ndarray:
     return out
 
 
-def post(logits, scenario, land, area, k, column, iterations, previous_index, codes, groups) -> tuple:
+def post(logits, scenario, land, area, k, column, iterations, previous, level_of_code, codes, groups) -> tuple:
     """(probabilities (K, H, W) float64, uncertainty (H, W), group shares (groups, H/k, W/k), class
     codes (H, W) uint8) from logits (K, H, W): :func:`_post`."""
     n, h, w = logits.shape
     out = (np.empty((n, h, w)), np.empty((h, w)), np.empty((groups, h // k, w // k)), np.empty((h, w), dtype=np.uint8))
-    in_blocks(_post, h // k, logits, scenario, land, area, k, column, iterations, previous_index, codes, *out)
+    in_blocks(_post, h // k, logits, scenario, land, area, k, column, iterations, previous, level_of_code, codes, *out)
     return out

@@ -45,20 +45,34 @@ class LandUseYear:
 
 
 def _cell_fields(k: int, probs, scenario_fine, land_mask, area, dtype=np.float64) -> tuple:
-    """(probabilities or logits as ``dtype`` (None: their own), scenario, land, area): the C-ordered float64 / bool
-    arrays the cell kernels take, checked against each other."""
+    """(probabilities or logits as ``dtype`` (None: their own), the scenario per coarse cell (a
+    strided view), land, area): the C-ordered float64 / bool arrays the cell kernels take, checked
+    against each other."""
     land = np.ascontiguousarray(land_mask, dtype=bool)
     h, w = land.shape
     if h % k or w % k:
         raise EmulatorError(f"{h}x{w} fine cells do not tile coarse cells of {k}x{k}")
-    scenario = np.ascontiguousarray(scenario_fine, dtype=np.float64)
+    scenario = np.asarray(scenario_fine)
     area = np.ascontiguousarray(area, dtype=np.float64)
     probs = np.ascontiguousarray(probs, dtype=dtype)
     if (scenario.shape != (len(SCENARIO_GROUPS), h, w) or area.shape != (h, w)
             or probs.shape != (len(CLASS_COLUMN), h, w)):
         raise EmulatorError(f"probabilities {probs.shape}, scenario {scenario.shape} and area {area.shape} "
                             f"do not match the land mask {(h, w)}")
-    return probs, scenario, land, area
+    return probs, scenario[:, ::k, ::k], land, area
+
+
+def _previous_codes(previous: np.ndarray | None, shape: tuple[int, int]) -> np.ndarray:
+    """The previous map's class codes for the cell kernels (no data where ``previous`` is None)."""
+    if previous is None:
+        return np.full(shape, NODATA, dtype=np.uint8)
+    codes = np.asarray(previous)
+    if codes.shape != shape:
+        raise EmulatorError(f"the previous map has shape {codes.shape}, expected {shape}")
+    if codes.dtype != np.uint8 and (codes.dtype.kind not in "iu" or codes.min(initial=0) < 0
+                                    or codes.max(initial=0) >= CLASS_INDEX.size):
+        raise EmulatorError(f"the previous map holds values outside the class codes 0..{CLASS_INDEX.size - 1}")
+    return codes
 
 
 def landuse_channels(static_names) -> list[str]:
@@ -228,9 +242,8 @@ class LandUseEmulator(Emulator):
         sparse), and otherwise takes its most probable class. Ocean pixels stay ocean.
         """
         p, scenario, land, area = _cell_fields(self.meta["coarse_factor"], probs, scenario_fine, land_mask, area)
-        before = np.full(land.shape, -1) if previous is None else CLASS_INDEX[np.asarray(previous)]
         return cells.allocate(p, scenario, land, area, self.meta["coarse_factor"], CLASS_COLUMN,
-                              before.astype(np.int64), CLASS_CODES)
+                              _previous_codes(previous, land.shape), CLASS_INDEX, CLASS_CODES)
 
     def post_process(self, logits: np.ndarray, scenario_fine: np.ndarray, land_mask: np.ndarray, area: np.ndarray,
                      previous: np.ndarray | None = None, *, iterations: int = 30) -> "LandUseYear":
@@ -240,10 +253,9 @@ class LandUseEmulator(Emulator):
         the scenario (:func:`~ai4land_coupler.datasets.group_shares` of the probabilities)."""
         logits, scenario, land, area = _cell_fields(self.meta["coarse_factor"], logits, scenario_fine, land_mask, area,
                                                     dtype=None)
-        before = np.full(land.shape, -1) if previous is None else CLASS_INDEX[np.asarray(previous)]
         probs, uncertainty, shares, fine_map = cells.post(
             logits, scenario, land, area, self.meta["coarse_factor"], CLASS_COLUMN, iterations,
-            before.astype(np.int64), CLASS_CODES, len(SCENARIO_GROUPS))
+            _previous_codes(previous, land.shape), CLASS_INDEX, CLASS_CODES, len(SCENARIO_GROUPS))
         return LandUseYear(probs, uncertainty, shares, fine_map)
 
     @staticmethod

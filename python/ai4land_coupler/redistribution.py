@@ -30,7 +30,8 @@ def _weighted_sums(slot, pixel, up, values, weights, levels, out, first_column):
     """``out[s, c + l] += Σ w·v`` and ``out[s, c + levels + l] += Σ w`` (c = ``first_column``) over the
     entries (slot s, pixel, up) in entry order, with
     ``w = up · weights[l, pixel]`` and ``v = values[l, pixel]``; a field of one level serves every
-    level, and ``weights`` of shape (1, 1) is a weight of one."""
+    level, and ``weights`` of shape (1, 1) is a weight of one. Weights of one level have one sum
+    of weights, ``out[s, c + levels]``, that serves every level."""
     per_level_v, per_level_w, per_pixel_w = values.shape[0] > 1, weights.shape[0] > 1, weights.shape[1] > 1
     c = first_column
     for e in range(slot.size):
@@ -41,7 +42,7 @@ def _weighted_sums(slot, pixel, up, values, weights, levels, out, first_column):
                 continue
             for level in range(levels):
                 out[s, c + level] += w * values[level if per_level_v else 0, p]
-                out[s, c + levels + level] += w
+            out[s, c + levels] += w
             continue
         for level in range(levels):
             w = up[e] * weights[level, p if per_pixel_w else 0]
@@ -83,12 +84,13 @@ def _add_rows(total, message, offset, positions):
 
 
 @kernel
-def _ratio(total, first, levels):
-    """(levels, rows): ``total[:, first + l] / total[:, first + levels + l]``, 0 where the latter is 0."""
+def _ratio(total, first, levels, shared):
+    """(levels, rows): ``total[:, first + l] / total[:, first + levels + l]`` (``+ 0`` for every level
+    when the sum of weights is ``shared``), 0 where the latter is 0."""
     out = np.zeros((levels, total.shape[0]))
     for row in range(total.shape[0]):
         for level in range(levels):
-            den = total[row, first + levels + level]
+            den = total[row, first + levels + (0 if shared else level)]
             if den > 0:
                 out[level, row] = total[row, first + level] / den
     return out
@@ -163,16 +165,18 @@ class HostExchange:
         this rank's slab (both None on a rank without one): the mean of the values over each of this
         rank's host cells, weighted by area (the host map's ``up``) times ``weights``, (L, local
         cells); 0 where the weights vanish. A field of one level serves all L. Collective."""
-        spec = [max(v.shape[0], 0 if w is None else w.count if isinstance(w, OneHot) else w.shape[0])
-                for v, w in fields] if self.bands else None
-        levels = next((s for s in self.comm.allgather(spec) if s is not None), None)
-        if levels is None:  # no rank holds a band: nothing is mapped
+        # (levels, whether one sum of weights serves them all) of each field, agreed by all ranks
+        spec = [(max(v.shape[0], 0 if w is None else w.count if isinstance(w, OneHot) else w.shape[0]),
+                 not isinstance(w, OneHot) and (w is None or w.shape[0] == 1)) for v, w in fields] if self.bands else None
+        spec = next((s for s in self.comm.allgather(spec) if s is not None), None)
+        if spec is None:  # no rank holds a band: nothing is mapped
             return [np.zeros((len(fields), self.nlocal)) for _ in fields]
-        nsums = 2 * sum(levels)
+        width = [n + (1 if shared else n) for n, shared in spec]  # columns of the sums of each field
+        nsums = sum(width)
         sums = np.zeros((max((end for _, end in self.send_rows.values()), default=0), nsums))
         k = 0
         first, end = self.layout.slab_rows(self.slab)
-        for n, (values, weights) in (zip(levels, fields) if self.bands else ()):
+        for (n, _), columns, (values, weights) in (zip(spec, width, fields) if self.bands else ()):
             for array in (values, weights.levels[None] if isinstance(weights, OneHot) else weights):
                 if array is not None and array.shape[1:] != (end - first, self.nlon):
                     raise ValueError(f"a field of shape {array.shape} is not on this slab's {end - first}x{self.nlon} cells")
@@ -181,7 +185,7 @@ class HostExchange:
                 _one_hot_sums(*entries, weights.levels.reshape(-1), n, sums, k)
             else:
                 _weighted_sums(*entries, _ONE if weights is None else weights.reshape(weights.shape[0], -1), n, sums, k)
-            k += 2 * n
+            k += columns
         mine = self.send_rows.get(self.comm.rank)
         send = [np.empty(0)] * self.comm.size
         for rank, (start, end) in self.send_rows.items():
@@ -196,9 +200,9 @@ class HostExchange:
             _add_rows(total, received[rank], offsets[rank], positions)
             offsets[rank] += nsums * positions.size
         out, k = [], 0
-        for n in levels:
-            out.append(_ratio(total, k, n))
-            k += 2 * n
+        for (n, shared), columns in zip(spec, width):
+            out.append(_ratio(total, k, n, shared))
+            k += columns
         return out
 
     def to_fine(self, host: np.ndarray) -> np.ndarray | None:

@@ -106,6 +106,15 @@ def _load(p, k, cy, cx, q):
 
 
 @kernel(inline=True)
+def _store(q, k, cy, cx, p):
+    """The inverse of :func:`_load`: one coarse cell's q (k*k, K) into the probabilities (K, H, W)."""
+    for a in range(k):
+        for b in range(k):
+            for c in range(p.shape[0]):
+                p[c, cy * k + a, cx * k + b] = q[a * k + b, c]
+
+
+@kernel(inline=True)
 def _shares(q, land_area, cell_area, column, share):
     """Area-weighted share of the cell's area of each column."""
     share[:] = 0.0
@@ -284,10 +293,7 @@ def _conserve(p, scenario, land, area, k, column, iterations, first, end):
                 continue
             _load(p, k, cy, cx, q)
             _project(q, land_area, cell_area, target, column, iterations, w)
-            for a in range(k):
-                for b in range(k):
-                    for c in range(p.shape[0]):
-                        p[c, cy * k + a, cx * k + b] = q[a * k + b, c]
+            _store(q, k, cy, cx, p)
 
 
 @kernel(inline=True)
@@ -382,10 +388,9 @@ def _post(logits, scenario, land, area, k, column, iterations, previous, level_o
     (G, H/k, W/k), what the conservation check compares with the scenario; the allocated class
     codes into ``fine_map`` (H, W) (:func:`_choose`). The same bits as :func:`_masked_softmax`,
     :func:`_conserve`, :func:`_normalised_entropy`, :func:`_group_shares` and :func:`_allocate` in turn."""
-    n, groups = logits.shape[0], shares.shape[0]
-    w = _work(k * k, n, scenario.shape[0] + 1)
+    w = _work(k * k, logits.shape[0], scenario.shape[0] + 1)
     q, land_area, pixel_area, target = w.q, w.land_area, w.pixel_area, w.target
-    total = np.empty(groups)
+    total = np.empty(shares.shape[0])
     for cy in range(first, end):
         for cx in range(logits.shape[2] // k):
             for a in range(k):
@@ -394,20 +399,11 @@ def _post(logits, scenario, land, area, k, column, iterations, previous, level_o
             cell_area = _geometry(scenario, land, area, k, cy, cx, land_area, pixel_area, target)
             if cell_area > 0.0:
                 _project(q, land_area, cell_area, target, column, iterations, w)
-            total[:] = 0.0
-            weight = 0.0
-            for a in range(k):
-                for b in range(k):
-                    i, y, x = a * k + b, cy * k + a, cx * k + b
-                    for c in range(n):
-                        probs[c, y, x] = q[i, c]
-                    uncertainty[y, x] = _entropy(q[i]) if land[y, x] else 0.0
-                    weight += area[y, x]
-                    for c in range(n):
-                        if 0 <= column[c] < groups:
-                            total[column[c]] += q[i, c] * area[y, x]
-            for g in range(groups):
-                shares[g, cy, cx] = total[g] / weight
+            _store(q, k, cy, cx, probs)
+            for i in range(k * k):
+                y, x = cy * k + i // k, cx * k + i % k
+                uncertainty[y, x] = _entropy(q[i]) if land[y, x] else 0.0
+            _cell_shares(q, area, k, cy, cx, column, total, shares)
             if cell_area > 0.0:
                 _choose(q, land_area, pixel_area, target, cell_area, column, previous, level_of_code, codes, k, cy, cx,
                         fine_map, w)
@@ -485,27 +481,34 @@ def _normalised_entropy(p, land, out, first, end):
             out[y, x] = _entropy(p[:, y, x]) if land[y, x] else 0.0
 
 
+@kernel(inline=True)
+def _cell_shares(q, weights, k, cy, cx, column, total, out):
+    """``out[g, cy, cx]`` (G, H/k, W/k): the ``weights``-weighted mean over one coarse cell of its
+    probabilities q (k*k, K) of the classes of each column g < G (columns ≥ G and -1 count in
+    none), its pixels added in order; ``total`` (G) a work array."""
+    groups = out.shape[0]
+    total[:] = 0.0
+    weight = 0.0
+    for i in range(k * k):
+        w = weights[cy * k + i // k, cx * k + i % k]
+        weight += w
+        for c in range(q.shape[1]):
+            g = column[c]
+            if 0 <= g < groups:
+                total[g] += q[i, c] * w
+    for g in range(groups):
+        out[g, cy, cx] = total[g] / weight
+
+
 @kernel
 def _group_shares(p, weights, k, column, out, first, end):
-    """Coarse-cell rows [first, end) of ``out`` (G, H/k, W/k): the ``weights``-weighted mean over
-    each cell of the classes of each column g < G (columns ≥ G and -1 count in none)."""
-    n, w = p.shape[0], p.shape[2]
-    groups = out.shape[0]
-    total = np.empty(groups)
+    """Coarse-cell rows [first, end) of ``out`` (G, H/k, W/k): :func:`_cell_shares` of every cell."""
+    q = np.empty((k * k, p.shape[0]))
+    total = np.empty(out.shape[0])
     for cy in range(first, end):
-        for cx in range(w // k):
-            total[:] = 0.0
-            weight = 0.0
-            for a in range(k):
-                for b in range(k):
-                    y, x = cy * k + a, cx * k + b
-                    weight += weights[y, x]
-                    for c in range(n):
-                        g = column[c]
-                        if 0 <= g < groups:
-                            total[g] += p[c, y, x] * weights[y, x]
-            for g in range(groups):
-                out[g, cy, cx] = total[g] / weight
+        for cx in range(p.shape[2] // k):
+            _load(p, k, cy, cx, q)
+            _cell_shares(q, weights, k, cy, cx, column, total, out)
 
 
 def masked_softmax(logits, land):

@@ -1,5 +1,9 @@
-"""compiled.in_blocks: every item once, on the caller and the pool, without waiting for a busy pool."""
+"""compiled.in_blocks: every item once, on the caller and torch's OpenMP threads or, without them, a
+pool of Python threads that it never waits for while busy."""
+import ctypes
+import sys
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -15,17 +19,51 @@ def _count(hits, first, end):
         hits[i] += 1
 
 
+@pytest.fixture(params=["openmp", "python threads"])
+def threads_of(request, monkeypatch):
+    """in_blocks on torch's OpenMP threads, then on its pool of Python threads."""
+    if request.param == "python threads":
+        monkeypatch.setattr(compiled, "openmp", lambda: None)
+    return request.param
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="torch's Linux wheels bundle GNU OpenMP")
+def test_torch_runs_on_the_gnu_openmp_that_in_blocks_uses():
+    runtime = compiled.openmp()
+    assert runtime is not None
+    runtime.omp_get_max_threads.restype = ctypes.c_int
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(3)
+        assert runtime.omp_get_max_threads() == 3  # the same runtime: torch's setting shows in it
+    finally:
+        torch.set_num_threads(before)
+
+
 @pytest.mark.parametrize("threads", [1, 2, 3])
 @pytest.mark.parametrize("items", [1, 2, 7, 100])
-def test_every_item_is_worked_once(threads, items, monkeypatch):
+def test_every_item_is_worked_once(threads, items, threads_of, monkeypatch):
     monkeypatch.setattr(torch, "get_num_threads", lambda: threads)
     hits = np.zeros(items, np.int64)
     in_blocks(_count, items, hits)
     assert hits.tolist() == [1] * items
 
 
+def test_the_blocks_are_shared_among_the_threads(threads_of, monkeypatch):
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    workers = [set() for _ in range(8)]
+
+    def work(first, end):  # sleeping releases the GIL, as the compiled kernels do
+        time.sleep(0.02)
+        workers[first].add(threading.get_ident())
+    in_blocks(work, 8)
+    assert all(len(w) == 1 for w in workers)
+    assert len(set.union(*workers)) == 2
+
+
 def test_the_caller_does_the_work_when_the_pool_is_busy(monkeypatch):
     monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    monkeypatch.setattr(compiled, "openmp", lambda: None)
     release = threading.Event()
     busy = compiled._pool(1).submit(release.wait, 30)  # the pool's one worker, held
     try:
@@ -40,7 +78,7 @@ def test_the_caller_does_the_work_when_the_pool_is_busy(monkeypatch):
         busy.result()
 
 
-def test_a_failing_block_raises_in_the_caller(monkeypatch):
+def test_a_failing_block_raises_in_the_caller(threads_of, monkeypatch):
     monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
 
     def work(first, end):
@@ -48,3 +86,20 @@ def test_a_failing_block_raises_in_the_caller(monkeypatch):
             raise RuntimeError("block of item 5")
     with pytest.raises(RuntimeError, match="item 5"):
         in_blocks(work, 8)
+
+
+def test_a_kernel_inside_a_parallel_region_runs_on_python_threads(monkeypatch):
+    runtime = compiled.openmp()
+    if runtime is None:
+        pytest.skip("torch does not run on GNU OpenMP here")
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    pools = []
+    monkeypatch.setattr(compiled, "_pool", lambda workers, pool=compiled._pool: pools.append(workers) or pool(workers))
+    inner = np.zeros(6, np.int64)
+
+    def outer(first, end):
+        if first == 0:
+            in_blocks(_count, 6, inner)
+    in_blocks(outer, 2)
+    assert inner.tolist() == [1] * 6
+    assert pools == [1]  # the inner call, not the outer one

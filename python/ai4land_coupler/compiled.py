@@ -4,11 +4,13 @@ machine compiles them once. Where no cache location is writable (a read-only ins
 writable home), each process compiles them instead of failing to import.
 
 :func:`in_blocks` runs a kernel over blocks of independent work items on as many threads as torch
-has, the caller among them."""
+has, the caller among them, on torch's own OpenMP threads where it can (:func:`openmp`)."""
 from __future__ import annotations
 
+import ctypes
 import functools
 import itertools
+import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
 
@@ -30,11 +32,15 @@ def kernel(function=None, *, inline: bool = False):
 
 def in_blocks(work, items: int, *args) -> None:
     """``work(*args, first, end)`` over the items [0, items), cut into up to four blocks per torch
-    thread (one thread without torch in the process) that the calling thread and the pool's
-    workers take in turn (kernels release the GIL). The calling thread never waits for a worker
-    that has not started: right after a forward pass, torch's OpenMP threads may hold the other
-    cores for a few milliseconds, and the caller then does the work alone. The items must be
-    independent (each computed alone, written to its own place), so that the cut changes no bit."""
+    thread (one thread without torch in the process) that the calling thread and the other threads
+    take in turn (kernels release the GIL). The items must be independent (each computed alone,
+    written to its own place), so that the cut changes no bit.
+
+    The other threads are torch's own OpenMP threads where torch runs on GNU OpenMP
+    (:func:`openmp`): right after a forward pass they are still spinning for the next parallel
+    region and take the first blocks at once, and the process keeps one pool of threads. Elsewhere
+    they are a pool of Python threads, and the calling thread never waits for one that has not
+    started (torch's threads may hold the cores for a few milliseconds after a forward)."""
     torch = sys.modules.get("torch")
     threads = max(1, min(torch.get_num_threads() if torch else 1, items))
     if threads == 1:
@@ -43,18 +49,51 @@ def in_blocks(work, items: int, *args) -> None:
     blocks = min(items, BLOCKS_PER_THREAD * threads)
     edges = [items * b // blocks for b in range(blocks + 1)]
     taken = itertools.count()  # next() is atomic under the GIL
+    failures = []
 
     def drain():
-        while (block := next(taken)) < blocks:
-            work(*args, edges[block], edges[block + 1])
+        try:
+            while not failures and (block := next(taken)) < blocks:
+                work(*args, edges[block], edges[block + 1])
+        except BaseException as error:  # noqa: BLE001 - raised in the caller, once every thread is done
+            failures.append(error)
 
-    helpers = [_pool(threads - 1).submit(drain) for _ in range(threads - 1)]
-    try:
+    runtime = openmp()
+    if runtime is not None and not runtime.omp_in_parallel():
+        callback = _OPENMP_TASK(lambda _: drain())
+        runtime.GOMP_parallel(callback, None, threads, 0)
+    else:
+        helpers = [_pool(threads - 1).submit(drain) for _ in range(threads - 1)]
         drain()
-    finally:
         for job in helpers:
             if not job.cancel():
                 job.result()
+    if failures:
+        raise failures[0]
+
+
+_OPENMP_TASK = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
+
+
+def openmp() -> ctypes.CDLL | None:
+    """The GNU OpenMP runtime that torch runs on, once torch has loaded one (its Linux wheels
+    bundle ``libgomp.so.1``), else None. Looked up by its soname among the loaded libraries only:
+    nothing is loaded."""
+    if "torch" in sys.modules:
+        return _loaded_openmp()
+    return None
+
+
+@functools.lru_cache(maxsize=None)
+def _loaded_openmp() -> ctypes.CDLL | None:
+    try:
+        runtime = ctypes.CDLL("libgomp.so.1", mode=os.RTLD_NOLOAD | os.RTLD_LOCAL)
+        runtime.GOMP_parallel.argtypes = [_OPENMP_TASK, ctypes.c_void_p, ctypes.c_uint, ctypes.c_uint]
+        runtime.GOMP_parallel.restype = None
+        runtime.omp_in_parallel.restype = ctypes.c_int
+    except (OSError, AttributeError):
+        return None
+    return runtime
 
 
 BLOCKS_PER_THREAD = 4

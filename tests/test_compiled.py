@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from ai4land_coupler import compiled
-from ai4land_coupler.compiled import in_blocks, kernel
+from ai4land_coupler.compiled import borrowed, in_blocks, keep_alive, kernel
 
 
 @kernel
@@ -103,3 +103,25 @@ def test_a_kernel_inside_a_parallel_region_runs_on_python_threads(monkeypatch):
     in_blocks(outer, 2)
     assert inner.tolist() == [1] * 6
     assert pools == [1]  # the inner call, not the outer one
+
+
+@kernel
+def _scaled_sum(values, factor, out):
+    """out[0] = Σ values·factor through borrowed arrays, on a work array of the kernel's own."""
+    owned = np.zeros(values.size)
+    work, (values, factor, out) = borrowed(owned), borrowed((values, factor, out))
+    for i in range(values.size):
+        work[i] = values[i] * factor
+    total = 0.0
+    for i in range(work.size):
+        total += work[i]
+    out[0] = total
+    keep_alive(owned)
+    return work.size
+
+
+def test_borrowed_arrays_read_and_write_the_originals():
+    values, out = np.arange(5.0), np.zeros(1)
+    assert _scaled_sum(values, 3.0, out) == 5
+    assert out[0] == 30.0
+    assert values.tolist() == [0.0, 1.0, 2.0, 3.0, 4.0]

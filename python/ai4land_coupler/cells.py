@@ -17,7 +17,7 @@ import collections
 
 import numpy as np
 
-from .compiled import in_blocks, kernel, output_array
+from .compiled import borrowed, in_blocks, keep_alive, kernel, output_array
 
 
 @kernel(inline=True)
@@ -284,7 +284,8 @@ def _conserve(p, scenario, land, area, k, column, iterations, first, end):
     """Project probabilities (K, H, W) float64 in the coarse-cell rows [first, end), in place, so
     that every coarse cell's area-weighted share of each scenario group (and inland water) is the
     scenario's (:func:`_project`); cells without land are left as they are."""
-    w = _work(k * k, p.shape[0], scenario.shape[0] + 1)
+    owned = _work(k * k, p.shape[0], scenario.shape[0] + 1)
+    w, p, scenario, land, area, column = borrowed((owned, p, scenario, land, area, column))
     q, land_area, pixel_area, target = w.q, w.land_area, w.pixel_area, w.target
     for cy in range(first, end):
         for cx in range(p.shape[2] // k):
@@ -294,6 +295,7 @@ def _conserve(p, scenario, land, area, k, column, iterations, first, end):
             _load(p, k, cy, cx, q)
             _project(q, land_area, cell_area, target, column, iterations, w)
             _store(q, k, cy, cx, p)
+    keep_alive(owned)
 
 
 @kernel(inline=True)
@@ -364,7 +366,9 @@ def _choose(q, land_area, pixel_area, target, cell_area, column, previous, level
 def _allocate(p, scenario, land, area, k, column, previous, level_of_code, codes, out, first, end):
     """The class codes of the coarse-cell rows [first, end) of ``out`` (H, W) from conserved
     probabilities (K, H, W) (:func:`_choose`); ocean where a cell has no land."""
-    w = _work(k * k, p.shape[0], scenario.shape[0] + 1)
+    owned = _work(k * k, p.shape[0], scenario.shape[0] + 1)
+    w, p, scenario, land, area, column, previous, level_of_code, codes, out = borrowed(
+        (owned, p, scenario, land, area, column, previous, level_of_code, codes, out))
     q, land_area, pixel_area, target = w.q, w.land_area, w.pixel_area, w.target
     for cy in range(first, end):
         for cx in range(p.shape[2] // k):
@@ -376,6 +380,7 @@ def _allocate(p, scenario, land, area, k, column, previous, level_of_code, codes
                 continue
             _load(p, k, cy, cx, q)
             _choose(q, land_area, pixel_area, target, cell_area, column, previous, level_of_code, codes, k, cy, cx, out, w)
+    keep_alive(owned)
 
 
 @kernel
@@ -388,9 +393,11 @@ def _post(logits, scenario, land, area, k, column, iterations, previous, level_o
     (G, H/k, W/k), what the conservation check compares with the scenario; the allocated class
     codes into ``fine_map`` (H, W) (:func:`_choose`). The same bits as :func:`_masked_softmax`,
     :func:`_conserve`, :func:`_normalised_entropy`, :func:`_group_shares` and :func:`_allocate` in turn."""
-    w = _work(k * k, logits.shape[0], scenario.shape[0] + 1)
+    owned = _work(k * k, logits.shape[0], scenario.shape[0] + 1), np.empty(shares.shape[0])
+    (w, total), logits, scenario, land, area, column, previous, level_of_code, codes = borrowed(
+        (owned, logits, scenario, land, area, column, previous, level_of_code, codes))
+    probs, uncertainty, shares, fine_map = borrowed((probs, uncertainty, shares, fine_map))
     q, land_area, pixel_area, target = w.q, w.land_area, w.pixel_area, w.target
-    total = np.empty(shares.shape[0])
     for cy in range(first, end):
         for cx in range(logits.shape[2] // k):
             for a in range(k):
@@ -411,6 +418,7 @@ def _post(logits, scenario, land, area, k, column, iterations, previous, level_o
                 for a in range(k):
                     for b in range(k):
                         fine_map[cy * k + a, cx * k + b] = codes[0]
+    keep_alive(owned)
 
 
 @kernel

@@ -4,7 +4,11 @@ machine compiles them once. Where no cache location is writable (a read-only ins
 writable home), each process compiles them instead of failing to import.
 
 :func:`in_blocks` runs a kernel over blocks of independent work items on as many threads as torch
-has, the caller among them, on torch's own OpenMP threads where it can (:func:`openmp`)."""
+has, the caller among them, on torch's own OpenMP threads where it can (:func:`openmp`).
+
+:func:`borrowed` and :func:`keep_alive` take the reference counting out of a kernel's loops: numba
+counts every array it binds to a name (an inlined piece's arguments, a tuple's fields) with an
+atomic add, and threads counting the same shared arrays fight over one cache line."""
 from __future__ import annotations
 
 import ctypes
@@ -16,6 +20,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numba
 import numpy as np
+from numba.core import cgutils, types
+from numba.extending import intrinsic
 
 
 def kernel(function=None, *, inline: bool = False):
@@ -110,6 +116,42 @@ def output_array(out: np.ndarray | None, shape: tuple[int, int, int], dtype=np.f
         raise ValueError(f"out must be a C-ordered {np.dtype(dtype).name} array of {shape[0]} channels and at least "
                          f"{shape[1]}x{shape[2]} cells, got {getattr(out, 'shape', type(out))}")
     return out
+
+
+def _borrow(context, builder, typ, value):
+    if isinstance(typ, types.Array):
+        source = context.make_array(typ)(context, builder, value=value)
+        copy = context.make_array(typ)(context, builder)
+        for field in ("nitems", "itemsize", "data", "shape", "strides"):
+            setattr(copy, field, getattr(source, field))
+        copy.meminfo = cgutils.get_null_value(copy.meminfo.type)  # no owner: nothing to count
+        copy.parent = cgutils.get_null_value(copy.parent.type)
+        return copy._getvalue()
+    if isinstance(typ, types.BaseTuple):
+        items = [_borrow(context, builder, t, builder.extract_value(value, i)) for i, t in enumerate(typ)]
+        return context.make_tuple(builder, typ, items)
+    context.nrt.incref(builder, typ, value)  # anything else: a new reference, as numba expects
+    return value
+
+
+@intrinsic
+def borrowed(typingctx, value):
+    """In a kernel: ``value`` (an array, or a tuple of arrays and scalars) as arrays that own
+    nothing, so that numba counts no references to them. They stay valid while the originals
+    live: the kernel's arguments for the whole call, an array the kernel made until
+    :func:`keep_alive` of it."""
+    def codegen(context, builder, signature, args):
+        return _borrow(context, builder, signature.args[0], args[0])
+    return value(value), codegen
+
+
+@intrinsic
+def keep_alive(typingctx, value):
+    """In a kernel: a use of ``value`` that keeps it, and so what :func:`borrowed` made of it, alive
+    until here."""
+    def codegen(context, builder, signature, args):
+        return context.get_dummy_value()
+    return types.none(value), codegen
 
 
 @functools.lru_cache(maxsize=None)

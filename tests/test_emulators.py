@@ -353,6 +353,8 @@ def test_the_inference_network_follows_every_change_of_the_model():
     moved = emulator.predict_batch(x)
     assert not np.allclose(moved, after, atol=1e-3)
     np.testing.assert_allclose(moved, expected, rtol=0, atol=1e-5 * np.abs(expected).max())
+    emulator.model.head.bias = torch.nn.Parameter(emulator.model.head.bias.detach() - 1.0)  # a new tensor object
+    np.testing.assert_allclose(emulator.predict_batch(x), moved - 1.0, rtol=0, atol=1e-4)
 
 
 @pytest.mark.parametrize("kind, name", [("landuse", "landuse_unet_v1"), ("lai", "lai_unet_v1")])

@@ -113,6 +113,17 @@ def channel_normalisation(mean, std, channels: int) -> tuple[np.ndarray, np.ndar
     return mean, std
 
 
+def _tensors_of(module: nn.Module) -> list[torch.Tensor]:
+    """Every parameter and buffer of ``module`` and its submodules (``parameters()`` and
+    ``buffers()`` walk the modules through generators, 6× slower: this runs on every batch)."""
+    stack, tensors = [module], []
+    while stack:
+        m = stack.pop()
+        tensors += [t for t in (*m._parameters.values(), *m._buffers.values()) if t is not None]
+        stack += [s for s in m._modules.values() if s is not None]
+    return tensors
+
+
 class Emulator:
     """A U-Net with its metadata: input channels, their normalisation, classes, grid and tile size."""
 
@@ -180,8 +191,7 @@ class Emulator:
     def inference_network(self) -> nn.Module:
         """:attr:`model` with its BatchNorms folded into the weights (``UNet.folded``), channels-last;
         made again whenever a parameter or buffer of :attr:`model` has changed (training, loading)."""
-        tensors = [*self.model.parameters(), *self.model.buffers()]
-        key = tuple((id(t), t.data_ptr(), t._version, t.device) for t in tensors)
+        key = tuple((id(t), t.data_ptr(), t._version) for t in _tensors_of(self.model))  # a new device: new data
         if self._network is None or self._network[0] != key:
             self._network = (key, self.model.folded().to(memory_format=torch.channels_last))
         return self._network[1]

@@ -9,6 +9,7 @@
 (e) peak memory per rank             bench_coupling.py
 (f) year-boundary stall, prefetch    bench_prefetch.py
 (g) bf16: speed and output change    bench_precision.py
+(h) host-cell directory at enddef    bench_directory.py
 
 The goals table compares each ratio, measured in this run, with the goals of issue 6.
 ``--quick`` shortens the runs (fewer calls, repeats and ranks) for a smoke test.
@@ -28,6 +29,7 @@ sys.path.insert(0, str(HERE))
 
 import bench_bridge  # noqa: E402
 import bench_coupling  # noqa: E402
+import bench_directory  # noqa: E402
 import bench_flops  # noqa: E402
 import bench_precision  # noqa: E402
 import bench_prefetch  # noqa: E402
@@ -127,6 +129,8 @@ def main() -> int:
     prefetch = bench_prefetch.measure(ranks=2, years=2 if quick else 3)
     section("(f) Year-boundary stall with and without the land-use prefetch", bench_prefetch.table(prefetch))
     section("(g) bfloat16: speed and the change of the coupled outputs", bench_precision.table(bench_precision.measure()))
+    section("(h) Where the host cells live, at enddef",
+            bench_directory.table(bench_directory.measure((2, 4) if quick else (4, 16), 200_000 if quick else 6_599_680)))
     per_tile = {kind: next(r["gflop"] * 1e9 / r["batch"] for r in flops if r.get("emulator") == name)
                 for kind, name in bench_flops.SHIPPED}
     section("Scale on paper: a global 1 km year", scale_on_paper(step, per_tile))

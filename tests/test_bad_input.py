@@ -657,12 +657,12 @@ def _(s):
 @case("partition-overlapping-ranks")
 def _(s):
     from ai4land_coupler.comm import run_threads
-    from ai4land_coupler.partition import validate_cover
+    from ai4land_coupler.partition import CellDirectory
 
     rows = [Box(0, 0, HOST_NLON, 8), Box(0, 7, HOST_NLON, 8)]  # both hold row 7
 
     def enddef_on(comm):
-        validate_cover(comm, rows[comm.rank].global_indices(HOST_NLAT, HOST_NLON), NCELLS)
+        CellDirectory(comm, rows[comm.rank].global_indices(HOST_NLAT, HOST_NLON), NCELLS)
 
     return refused("ai4land_enddef", run_threads, 2, enddef_on, names=(f"cell {7 * HOST_NLON} on ranks [0, 1]",))
 

@@ -160,3 +160,15 @@ def test_precision_bench_reports_a_small_but_real_change_of_the_coupled_outputs(
     assert 0 < r["fine_lai_mean"] < 0.05 * r["lai_mean"]
     assert all(t > 0 for t in (*r["landuse_step_s"], *r["lai_step_s"]))
     assert "| landuse |" in bench_precision.table(r) and "| lai |" in bench_precision.table(r)
+
+
+@pytest.mark.parametrize("method", ["gathered tables", "directory"])
+def test_the_directory_bench_checks_both_methods_on_thread_ranks(method):
+    import bench_directory
+
+    from ai4land_coupler.comm import run_threads
+
+    results = run_threads(3, lambda comm: bench_directory.run(comm, method, 1000))
+    assert all(seconds >= 0 for seconds, _ in results)
+    assert bench_directory.table([{"ranks": 3, "cells": 1000, "method": method, "seconds": 0.5, "memory_mb": 12.0}]) \
+        .endswith(f"| 3 | 1,000 | {method} | 0.50 | 12 |")

@@ -82,11 +82,13 @@ def test_one_hot_weights_give_the_same_means_as_their_float_one_hot():
     instead of one per level: the same bits as the float one-hot weights."""
     from ai4land_coupler.comm import SerialComm
     from ai4land_coupler.inference import make_layout
+    from ai4land_coupler.partition import CellDirectory
     from ai4land_coupler.redistribution import HostExchange, OneHot
 
     fine = LatLonGrid(48, 96)
     layout = make_layout(48, 96, tile=16, overlap=0.5, wrap_lon=True, band_rows=8, n_slabs=1)
-    exchange = HostExchange(SerialComm(), LatLonHostMap(fine, 12, 24), layout, 0, [0], np.arange(12 * 24))
+    exchange = HostExchange(SerialComm(), LatLonHostMap(fine, 12, 24), layout, 0, [0],
+                            CellDirectory(SerialComm(), np.arange(12 * 24), 12 * 24))
     rng = np.random.default_rng(3)
     levels = rng.integers(-1, 8, size=(48, 96))  # -1: in no class
     one_hot = (levels[None] == np.arange(8)[:, None, None]).astype(np.float32)

@@ -4,7 +4,7 @@ import pytest
 from ai4land_coupler.comm import SerialComm
 from ai4land_coupler.errors import PartitionError
 from ai4land_coupler.mockhost import decompose
-from ai4land_coupler.partition import Box, Points, validate_cover
+from ai4land_coupler.partition import Box, CellDirectory, Points
 
 
 def test_box_indices_are_lon_fastest():
@@ -35,10 +35,43 @@ def test_uneven_boxes():
     assert len(sizes) > 1
 
 
-def test_cover_check_names_overlaps_and_gaps():
-    validate_cover(SerialComm(), np.arange(12), 12)
+def test_cover_check_names_overlaps_gaps_and_strays():
+    CellDirectory(SerialComm(), np.arange(12), 12)
     with pytest.raises(PartitionError) as err:
-        validate_cover(SerialComm(), np.array([0, 1, 1, 2, 3]), 6)
+        CellDirectory(SerialComm(), np.array([0, 1, 1, 2, 3, 9, -1]), 6)
     msg = str(err.value)
-    assert "1 cells owned more than once" in msg and "cell 1 on ranks [0]" in msg
+    assert "2 cells outside [0, 6) (e.g. [9, -1])" in msg
+    assert "1 cells owned more than once (cell 1 on ranks [0])" in msg
     assert "2 cells owned by no rank (e.g. [4, 5])" in msg
+
+
+@pytest.mark.parametrize("ranks, ncells", [(1, 12), (3, 12), (4, 10), (5, 3)])
+def test_the_directory_finds_every_cell_where_it_lives(ranks, ncells):
+    """Kept in blocks (empty ones too, with fewer cells than ranks), asked in any order, from any
+    rank: each cell's rank and index there, as the ranks listed them."""
+    from ai4land_coupler.comm import run_threads
+
+    rng = np.random.default_rng(ranks)
+    owner = rng.integers(0, ranks, size=ncells)
+    held = [rng.permutation(np.flatnonzero(owner == r)) for r in range(ranks)]
+    position = np.empty(ncells, dtype=np.int64)
+    for cells in held:
+        position[cells] = np.arange(cells.size)
+
+    def ask(comm):
+        directory = CellDirectory(comm, held[comm.rank], ncells)
+        asked = np.random.default_rng(comm.rank).integers(0, ncells, size=7 * comm.rank)  # repeats; none on rank 0
+        return directory.nlocal, asked, directory.lookup(asked)
+
+    for rank, (nlocal, asked, (found_rank, found_position)) in enumerate(run_threads(ranks, ask)):
+        assert nlocal == held[rank].size
+        assert found_rank.tolist() == owner[asked].tolist()
+        assert found_position.tolist() == position[asked].tolist()
+
+
+def test_no_rank_holds_a_table_of_the_whole_grid():
+    from ai4land_coupler.comm import run_threads
+
+    ncells = 4000
+    tables = run_threads(4, lambda comm: CellDirectory(comm, np.arange(comm.rank, ncells, 4), ncells)._rank.size)
+    assert tables == [1000] * 4

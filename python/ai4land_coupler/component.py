@@ -29,7 +29,7 @@ from .grids import LatLonGrid, block_sum
 from .inference import BandLayout, blend, field_buffer, make_layout, predict_slab, slab_sums, tile_step, with_halo
 from .namelist import Config, read_namelist
 from .hostmap import HostMap, make_host_map
-from .partition import Box, Points, validate_cover
+from .partition import Box, CellDirectory, Points
 from .redistribution import HostExchange, OneHot
 from .runtime import RankRuntime, keep_freed_memory, plan_runtime, setup_logging
 
@@ -226,9 +226,9 @@ class Component:
 
     def enddef(self) -> None:
         self._agree("enddef", State.PARTITIONED)
-        validate_cover(self.comm, self.local_cells, self.host_map.ncells)
+        directory = CellDirectory(self.comm, self.local_cells, self.host_map.ncells)  # checks the cover
         self.exchange = HostExchange(self.comm, self.host_map, self.layout, self.slab, self.runtime.inference_ranks,
-                                     self.local_cells)
+                                     directory)
         self.state = State.RUNNING
 
     @property

@@ -66,23 +66,71 @@ class Points:
         return self.indices.copy()
 
 
-def validate_cover(comm: Communicator, local_indices: np.ndarray, ncells: int) -> None:
-    """Check collectively that the ranks' cells cover the grid exactly once.
+class CellDirectory:
+    """Where each host cell lives: the rank that holds it and its index among that rank's cells.
+    Kept distributed, rank d keeping the cells [d·N // P, (d+1)·N // P) of the N-cell grid, so that
+    no rank holds a table of the whole grid (a host of millions of cells on hundreds of ranks).
 
-    Every rank raises the same :class:`PartitionError` (naming counts and examples) or none does.
-    """
-    everything = comm.allgatherv(local_indices.astype(np.int64))
-    owners = np.concatenate([np.full(n, r) for r, n in enumerate(comm.allgather(local_indices.size))])
-    counts = np.bincount(everything, minlength=ncells)
-    problems = []
-    dup = np.flatnonzero(counts > 1)
-    if dup.size:
-        examples = []
-        for g in dup[:5]:
-            examples.append(f"cell {g} on ranks {sorted(set(owners[everything == g].tolist()))}")
-        problems.append(f"{dup.size} cells owned more than once ({'; '.join(examples)})")
-    missing = np.flatnonzero(counts == 0)
-    if missing.size:
-        problems.append(f"{missing.size} cells owned by no rank (e.g. {missing[:5].tolist()})")
-    if problems:
-        raise PartitionError(f"host partition does not cover the {ncells}-cell grid exactly once: " + "; ".join(problems))
+    Made collectively from every rank's cells, which must cover the grid exactly once: every rank
+    raises the same :class:`PartitionError` (naming counts and examples) or none does."""
+
+    def __init__(self, comm: Communicator, local_indices: np.ndarray, ncells: int):
+        self.comm, self.ncells = comm, ncells
+        cells = np.asarray(local_indices, dtype=np.int64).ravel()
+        self.nlocal = int(cells.size)
+        self._bounds = np.array([ncells * d // comm.size for d in range(comm.size + 1)], dtype=np.int64)
+        first, end = self._bounds[comm.rank], self._bounds[comm.rank + 1]
+        outside = cells[(cells < 0) | (cells >= ncells)]
+        inside = np.flatnonzero((cells >= 0) & (cells < ncells))
+        received = self._to_keepers(cells[inside], np.stack([cells[inside], inside], axis=1))
+        counts = np.zeros(end - first, dtype=np.int64)
+        self._rank = np.full(end - first, -1, dtype=np.int64)  # of each kept cell
+        self._position = np.full(end - first, -1, dtype=np.int64)
+        for rank, pairs in enumerate(received):
+            kept = pairs[:, 0] - first
+            counts += np.bincount(kept, minlength=counts.size)
+            self._rank[kept], self._position[kept] = rank, pairs[:, 1]
+        twice = np.flatnonzero(counts > 1)
+        examples = [(int(first + k), sorted(r for r, pairs in enumerate(received) if (pairs[:, 0] == first + k).any()))
+                    for k in twice[:5]]
+        missing = np.flatnonzero(counts == 0)
+        report = (int(outside.size), outside[:5].tolist(), int(twice.size), examples, int(missing.size),
+                  (first + missing[:5]).tolist())
+        reports = comm.allgather(report)
+        problems = []
+        if sum(r[0] for r in reports):
+            problems.append(f"{sum(r[0] for r in reports)} cells outside [0, {ncells}) "
+                            f"(e.g. {[c for r in reports for c in r[1]][:5]})")
+        if sum(r[2] for r in reports):
+            shown = [f"cell {c} on ranks {ranks}" for r in reports for c, ranks in r[3]][:5]
+            problems.append(f"{sum(r[2] for r in reports)} cells owned more than once ({'; '.join(shown)})")
+        if sum(r[4] for r in reports):
+            problems.append(f"{sum(r[4] for r in reports)} cells owned by no rank "
+                            f"(e.g. {[c for r in reports for c in r[5]][:5]})")
+        if problems:
+            raise PartitionError(f"host partition does not cover the {ncells}-cell grid exactly once: "
+                                 + "; ".join(problems))
+
+    def lookup(self, cells: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(rank, index among that rank's cells) of each of ``cells`` (global indices); collective."""
+        cells = np.asarray(cells, dtype=np.int64).ravel()
+        first = self._bounds[self.comm.rank]
+        asked = self._to_keepers(cells, cells[:, None])
+        answers = self.comm.alltoallv([np.stack([self._rank[q[:, 0] - first], self._position[q[:, 0] - first]], axis=1)
+                                       for q in asked], np.int64)
+        found = np.empty((cells.size, 2), dtype=np.int64)
+        found[self._by_keeper(cells)] = np.concatenate([a.reshape(-1, 2) for a in answers])
+        return found[:, 0], found[:, 1]
+
+    def _by_keeper(self, cells: np.ndarray) -> np.ndarray:
+        """The order that groups ``cells`` by the rank that keeps them, each group in the given order."""
+        return np.argsort(np.searchsorted(self._bounds, cells, side="right") - 1, kind="stable")
+
+    def _to_keepers(self, cells: np.ndarray, rows: np.ndarray) -> list[np.ndarray]:
+        """``rows`` (one per cell, int64) sent to the ranks that keep their ``cells``; what each rank
+        sent here, in rank order, as arrays of such rows. Collective."""
+        keeper = np.searchsorted(self._bounds, cells, side="right") - 1
+        order = np.argsort(keeper, kind="stable")
+        edges = np.searchsorted(keeper[order], np.arange(self.comm.size + 1))
+        send = [rows[order[edges[d]:edges[d + 1]]] for d in range(self.comm.size)]
+        return [m.reshape(-1, rows.shape[1]) for m in self.comm.alltoallv(send, np.int64)]

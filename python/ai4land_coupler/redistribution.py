@@ -20,6 +20,7 @@ from .comm import Communicator
 from .compiled import kernel
 from .hostmap import Entries, HostMap, fine_from_host
 from .inference import Band, BandLayout
+from .partition import CellDirectory
 
 
 _ONE = np.ones((1, 1))
@@ -104,41 +105,42 @@ class _BandCells:
     inverse: np.ndarray  # entry → index into cells
     to_rank: dict[int, np.ndarray]  # owner rank → indices into cells that it owns
     slot: np.ndarray  # entry → row of the slab's sums (:attr:`HostExchange.send_rows`)
+    position: np.ndarray  # cell → its index among its owner's cells
 
 
 class HostExchange:
-    """Routes between this rank's bands (``slab`` of ``layout``, -1 for none) and its host cells
-    (``local_cells``, global indices in the host's order); collective at construction."""
+    """Routes between this rank's bands (``slab`` of ``layout``, -1 for none) and its host cells,
+    whose ranks and places the :class:`~.partition.CellDirectory` knows; collective at construction."""
 
     def __init__(self, comm: Communicator, host_map: HostMap, layout: BandLayout, slab: int, slab_ranks,
-                 local_cells: np.ndarray):
+                 directory: CellDirectory):
         self.comm, self.layout, self.slab, self.slab_ranks = comm, layout, slab, list(slab_ranks)
         self.nlon = layout.lattice.nlon
-        self.nlocal = int(local_cells.size)
-        owner = np.full(host_map.ncells, -1, dtype=np.int64)  # host cell → rank
-        position = np.zeros(host_map.ncells, dtype=np.int64)  # host cell → index among its rank's cells
-        for rank, cells in enumerate(comm.allgather(np.asarray(local_cells, dtype=np.int64))):
-            owner[cells] = rank
-            position[cells] = np.arange(cells.size)
-        bands = []
+        self.nlocal = directory.nlocal
+        touched = []
         for band in layout.slab_bands(slab) if slab >= 0 else []:
             e = host_map.entries(*band.rows)
-            cells, inverse = np.unique(e.cell, return_inverse=True)
-            to_rank = {int(r): np.flatnonzero(owner[cells] == r) for r in np.unique(owner[cells])}
-            bands.append((band, e, cells, inverse, to_rank, np.empty(cells.size, dtype=np.int64)))
+            touched.append((band, e, *np.unique(e.cell, return_inverse=True)))
+        owner, position = directory.lookup(np.concatenate([t[2] for t in touched] or [np.empty(0, np.int64)]))
+        bands, start = [], 0
+        for band, e, cells, inverse in touched:
+            band_owner, band_position = owner[start:start + cells.size], position[start:start + cells.size]
+            start += cells.size
+            to_rank = {int(r): np.flatnonzero(band_owner == r) for r in np.unique(band_owner)}
+            bands.append((band, e, cells, inverse, to_rank, np.empty(cells.size, dtype=np.int64), band_position))
         # The rows of the slab's sums: each owner's cells in turn, band by band (one message each).
         self.send_rows: dict[int, tuple[int, int]] = {}
         start = 0
-        for rank in sorted({r for *_, to_rank, _ in bands for r in to_rank}):
+        for rank in sorted({r for *_, to_rank, _, _ in bands for r in to_rank}):
             first = start
-            for *_, to_rank, row_of_cell in bands:
+            for *_, to_rank, row_of_cell, _ in bands:
                 if rank in to_rank:
                     index = to_rank[rank]
                     row_of_cell[index] = np.arange(start, start + index.size)
                     start += index.size
             self.send_rows[rank] = (first, start)
-        self.bands = [_BandCells(band, e, cells, inverse, to_rank, row_of_cell[inverse])
-                      for band, e, cells, inverse, to_rank, row_of_cell in bands]
+        self.bands = [_BandCells(band, e, cells, inverse, to_rank, row_of_cell[inverse], band_position)
+                      for band, e, cells, inverse, to_rank, row_of_cell, band_position in bands]
         # The slab's entries, band after band, their pixels counted from the slab's first row.
         first_row = layout.slab_rows(slab)[0] if self.bands else 0
         self.slot = np.concatenate([b.slot for b in self.bands] or [np.empty(0, np.int64)])
@@ -149,7 +151,7 @@ class HostExchange:
         send = [[] for _ in range(comm.size)]
         for b in self.bands:
             for rank, index in b.to_rank.items():
-                send[rank].append(np.concatenate([[b.band.index, index.size], position[b.cells[index]]]))
+                send[rank].append(np.concatenate([[b.band.index, index.size], b.position[index]]))
         received = comm.alltoallv([np.concatenate(m) if m else np.empty(0) for m in send], np.int64)
         self.incoming: list[tuple[int, int, np.ndarray]] = []  # (band, sending rank, local positions)
         for rank, message in enumerate(received):

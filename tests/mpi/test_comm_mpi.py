@@ -4,7 +4,7 @@ import pytest
 
 from ai4land_coupler.comm import MPIComm
 from ai4land_coupler.errors import PartitionError
-from ai4land_coupler.partition import validate_cover
+from ai4land_coupler.partition import CellDirectory
 
 
 def all_ranks_agree(comm, ok: bool) -> bool:
@@ -33,7 +33,7 @@ def test_overlap_and_gap_reported_identically_on_every_rank():
     n, r = comm.size, comm.rank
     cells = np.arange(r * 10, r * 10 + 11)  # each rank takes one cell of the next: overlaps, last cell beyond
     try:
-        validate_cover(comm, cells[cells < 10 * n + 5], 10 * n + 5)
+        CellDirectory(comm, cells[cells < 10 * n + 5], 10 * n + 5)
         msg = ""
     except PartitionError as exc:
         msg = str(exc)

@@ -102,6 +102,17 @@ def _plot(args) -> int:
     return 0
 
 
+def _join_history(args) -> int:
+    from .history import join_history
+
+    try:
+        print(join_history(args.output_dir))
+    except (OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def _check_namelist(args) -> int:
     from .errors import Ai4LandError
     from .namelist import read_namelist
@@ -195,6 +206,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("files", nargs="+")
     s.add_argument("--out", default="maps")
     s.set_defaults(func=_plot)
+
+    s = sub.add_parser("join-history", help="join the per-slab fine-grid histories of a run (history_files = "
+                                           "'per_slab') into ai4land_fine_history.nc")
+    s.add_argument("output_dir")
+    s.set_defaults(func=_join_history)
 
     s = sub.add_parser("check-namelist", help="validate a namelist and print the resolved settings")
     s.add_argument("namelist")

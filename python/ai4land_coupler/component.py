@@ -153,17 +153,24 @@ class Component:
                       self.runtime.threads, cfg.precision)
 
     def _open_history(self):
-        """The fine-grid history on rank 0 (the one writer), if the namelist asks for one."""
-        from .history import FineHistory
+        """The fine-grid history writer of this rank, if the namelist asks for a history: rank 0's
+        (``history_files = 'one'``) or each inference rank's, for its slab (``'per_slab'``)."""
+        from .history import FineHistory, history_path
 
-        output_dir = self.config.output_dir
-        if not output_dir or self.comm.rank != 0:
+        output_dir, per_slab = self.config.output_dir, self.config.history_files == "per_slab"
+        if not output_dir or (self.slab < 0 if per_slab else self.comm.rank != 0):
             return None
+        slab = (self.slab, self.layout.n_slabs, *self.layout.slab_rows(self.slab)) if per_slab else None
         try:
-            return FineHistory(output_dir, self.fine_grid, self.config.calendar, self.classes)
+            return FineHistory(output_dir, self.fine_grid, self.config.calendar, self.classes, slab)
         except OSError as exc:
-            raise InputFileError(f"{output_dir}/ai4land_fine_history.nc: cannot create the fine-grid history "
+            raise InputFileError(f"{history_path(output_dir, slab and slab[0])}: cannot create the fine-grid history "
                                  f"({exc.strerror or exc})") from None
+
+    def _history_rows(self, field: np.ndarray | None) -> np.ndarray | None:
+        """What this rank's history writer writes of a slab field: the whole grid gathered on rank 0,
+        or the slab itself (``history_files = 'per_slab'``). Collective."""
+        return field if self.config.history_files == "per_slab" else self.exchange.gather_rows(field)
 
     def _layout(self, namelist_path) -> BandLayout:
         cfg, k = self.config, self.domain.factor
@@ -444,7 +451,7 @@ class Component:
             self._fields[name] = 100.0 * mean if name == "pct_pft" else mean
         self._fields["landuse_uncertainty"] = self._fields["landuse_uncertainty"][0]
         if self.config.output_dir:
-            fine_map, fine_uncertainty = (self.exchange.gather_rows(f) for f in (self.fine_map, uncertainty))
+            fine_map, fine_uncertainty = (self._history_rows(f) for f in (self.fine_map, uncertainty))
             if self.history is not None:
                 self.history.write_landuse(events.date, fine_map, fine_uncertainty)
         self.timings["landuse"] = self.timings.get("landuse", 0.0) + time.perf_counter() - t0
@@ -555,9 +562,9 @@ class Component:
         self._fields.update(fields)
         self.timings["lai"] = self.timings.get("lai", 0.0) + time.perf_counter() - t0
         if self.config.output_dir:
-            gathered = self.exchange.gather_rows(fine_lai)
+            rows = self._history_rows(fine_lai)
             if self.history is not None:
-                self.history.write_lai(events.date, gathered)
+                self.history.write_lai(events.date, rows)
 
     def _emulate_lai(self, drivers: np.ndarray | None, day_of_year: float) -> tuple[np.ndarray | None, dict]:
         """LAI on this slab (None off the slab ranks) and its host fields, for the drivers of a period

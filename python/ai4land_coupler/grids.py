@@ -160,6 +160,12 @@ class LatLonGrid:
         edges = self.lon0 + self.dlon * np.arange(self.nlon + 1)
         return np.stack([edges[:-1], edges[1:]], axis=1)
 
+    def rows(self, first: int, end: int) -> "LatLonGrid":
+        """The grid of this grid's rows [first, end)."""
+        if not 0 <= first < end <= self.nlat:
+            raise ValueError(f"rows [{first}, {end}) are not in the {self.nlat} rows of the grid")
+        return LatLonGrid(end - first, self.nlon, self.lat0 + self.dlat * first, self.lon0, self.dlat, self.dlon)
+
     @property
     def region(self) -> Region:
         """The box the grid covers."""

@@ -1,4 +1,6 @@
-"""CF-netCDF history of the fine-grid emulator output, written by one rank.
+"""CF-netCDF history of the fine-grid emulator output: one file written by one rank, or one file
+per slab of rows written by each inference rank (namelist ``history_files``), which
+:func:`join_history` joins into the one file.
 
 Each record is synced to disk when written, so a crash loses at most the record in flight.
 Conventions (standard names, cell methods, time bounds): docs/outputs.md.
@@ -14,6 +16,13 @@ from .grids import LatLonGrid
 
 CONVENTIONS = "CF-1.10"
 TIME_UNITS = "days since 1850-01-01 00:00:00"
+FILE_NAME = "ai4land_fine_history.nc"
+FIELDS = {"year_time": ("lulc", "landuse_uncertainty"), "time": ("lai",)}  # record dimension → its variables
+
+
+def history_path(output_dir: str | Path, slab: int | None = None) -> Path:
+    """The history file in ``output_dir``: the one file, or that of a slab."""
+    return Path(output_dir) / (FILE_NAME if slab is None else f"ai4land_fine_history_slab{slab:04d}.nc")
 
 
 def add_latlon(ds, grid: LatLonGrid) -> None:
@@ -47,18 +56,28 @@ def add_time(ds, name: str, units: str, calendar: str, size: int | None = None, 
 class FineHistory:
     """The fine-grid history: land use per model year (time bounds: the calendar year) and LAI per
     emulated period (time: the period's first step; no bounds, as the period length is the
-    namelist's LAI cadence, which this writer does not see)."""
+    namelist's LAI cadence, which this writer does not see).
 
-    def __init__(self, output_dir: str, grid: LatLonGrid, calendar: str, classes):
+    With ``slab = (index, count, first row, end row)`` it is that slab's file: the grid's rows
+    [first, end), the slab's place in global attributes (``ai4land_slab``, ``ai4land_slabs``,
+    ``ai4land_rows``, ``ai4land_grid_rows``) for :func:`join_history`. A slab without rows has no file."""
+
+    def __init__(self, output_dir: str | Path, grid: LatLonGrid, calendar: str, classes,
+                 slab: tuple[int, int, int, int] | None = None):
         import netCDF4
 
         Path(output_dir).mkdir(parents=True, exist_ok=True)
-        self.path = Path(output_dir) / "ai4land_fine_history.nc"
+        self.path = history_path(output_dir, None if slab is None else slab[0])
         self.calendar = calendar
         ds = self.ds = netCDF4.Dataset(self.path, "w")
         ds.Conventions = CONVENTIONS
         ds.title = "ai4land-coupler emulated land use and leaf area index on the emulator grid"
         ds.source = "ai4land_coupler U-Net emulators"
+        if slab is not None:
+            index, count, first, end = slab
+            ds.ai4land_slab, ds.ai4land_slabs, ds.ai4land_grid_rows = index, count, grid.nlat
+            ds.ai4land_rows = np.array([first, end], dtype=np.int64)
+            grid = grid.rows(first, end)
         add_latlon(ds, grid)
         add_time(ds, "year_time", TIME_UNITS, calendar).long_name = "time of the model year's land-use update"
         add_time(ds, "time", TIME_UNITS, calendar, bounded=False).long_name = "first step of the LAI period"
@@ -101,3 +120,54 @@ class FineHistory:
     def close(self) -> None:
         if self.ds.isopen():
             self.ds.close()
+
+
+def join_history(output_dir: str | Path) -> Path:
+    """The slab files of ``output_dir`` (``history_files = 'per_slab'``) joined into the one history
+    file there, record by record and slab by slab (a record of one slab in memory at a time); the
+    slab files are kept. ValueError when they are not every slab of one run."""
+    import netCDF4
+
+    folder = Path(output_dir)
+    paths = sorted(folder.glob("ai4land_fine_history_slab*.nc"))
+    if not paths:
+        raise FileNotFoundError(f"{folder}: no ai4land_fine_history_slab*.nc to join")
+    parts = [netCDF4.Dataset(p) for p in paths]
+    try:
+        slabs = sorted(((int(ds.ai4land_slab), *(int(r) for r in ds.ai4land_rows), ds) for ds in parts),
+                       key=lambda s: s[0])
+        first = slabs[0][3]
+        nlat = int(first.ai4land_grid_rows)
+        records = {dim: first.dimensions[dim].size for dim in FIELDS}
+        problems = []  # a slab without rows writes no file: the rows must tile the grid
+        if [s[1] for s in slabs] != [0] + [s[2] for s in slabs[:-1]] or slabs[-1][2] != nlat:
+            problems.append(f"rows {[(s[1], s[2]) for s in slabs]} do not tile the {nlat} rows")
+        for _, _, _, ds in slabs:
+            if {dim: ds.dimensions[dim].size for dim in FIELDS} != records or ds["time"].calendar != first["time"].calendar:
+                problems.append(f"{Path(ds.filepath()).name} holds {({d: ds.dimensions[d].size for d in FIELDS})} "
+                                f"records in {ds['time'].calendar}, against {records} in {first['time'].calendar}")
+        if problems:
+            raise ValueError(f"{folder}: the slab histories are not one run's: " + "; ".join(problems))
+        lat_b, lon_b = first["lat_bnds"][:], first["lon_bnds"][:]
+        dlat, dlon = float(lat_b[0, 1] - lat_b[0, 0]), float(lon_b[0, 1] - lon_b[0, 0])
+        grid = LatLonGrid(nlat, lon_b.shape[0], float(lat_b[0, 0]), float(lon_b[0, 0]), dlat, dlon)
+        lulc = first["lulc"]
+        classes = list(zip(lulc.flag_values.tolist(), lulc.flag_meanings.split()))
+        joined = FineHistory(folder, grid, first["time"].calendar, classes)
+        try:
+            out = joined.ds
+            for dim, names in FIELDS.items():
+                for n in range(records[dim]):
+                    out[dim][n] = first[dim][n]
+                    if f"{dim}_bnds" in out.variables:
+                        out[f"{dim}_bnds"][n] = first[f"{dim}_bnds"][n]
+                    for name in names:
+                        for _, row0, row1, ds in slabs:
+                            out[name][n, row0:row1] = ds[name][n]
+                    out.sync()
+        finally:
+            joined.close()
+        return joined.path
+    finally:
+        for ds in parts:
+            ds.close()

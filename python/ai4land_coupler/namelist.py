@@ -77,6 +77,10 @@ class Config:
     landuse_emulator: str = _opt("landuse_unet_v1", "registry name or path of the land-use emulator")
     lai_emulator: str = _opt("lai_unet_v1", "registry name or path of the LAI emulator")
     output_dir: str = _opt("", "folder for the plugin's CF netCDF history of fine-grid maps ('' = none)")
+    history_files: str = _opt("one", "'one': the fine-grid history gathered to rank 0 and written there; "
+                              "'per_slab': each inference rank writes the rows it holds to a file of its own, with "
+                              "no gather (grids too large for one rank), joined by `ai4land join-history`",
+                              choices=("one", "per_slab"))
     device: str = _opt("auto", "'auto' (GPU when present), 'cpu' or 'cuda'", choices=("auto", "cpu", "cuda"))
     torch_threads: int = _opt(0, "torch threads per inference rank (0 = cores on the node / ranks on the node)",
                               minimum=0, maximum=1024)

@@ -75,14 +75,14 @@ class CellDirectory:
     raises the same :class:`PartitionError` (naming counts and examples) or none does."""
 
     def __init__(self, comm: Communicator, local_indices: np.ndarray, ncells: int):
-        self.comm, self.ncells = comm, ncells
+        self.comm = comm
         cells = np.asarray(local_indices, dtype=np.int64).ravel()
         self.nlocal = int(cells.size)
         self._bounds = np.array([ncells * d // comm.size for d in range(comm.size + 1)], dtype=np.int64)
         first, end = self._bounds[comm.rank], self._bounds[comm.rank + 1]
         outside = cells[(cells < 0) | (cells >= ncells)]
         inside = np.flatnonzero((cells >= 0) & (cells < ncells))
-        received = self._to_keepers(cells[inside], np.stack([cells[inside], inside], axis=1))
+        received, _ = self._to_keepers(cells[inside], np.stack([cells[inside], inside], axis=1))
         counts = np.zeros(end - first, dtype=np.int64)
         self._rank = np.full(end - first, -1, dtype=np.int64)  # of each kept cell
         self._position = np.full(end - first, -1, dtype=np.int64)
@@ -115,22 +115,19 @@ class CellDirectory:
         """(rank, index among that rank's cells) of each of ``cells`` (global indices); collective."""
         cells = np.asarray(cells, dtype=np.int64).ravel()
         first = self._bounds[self.comm.rank]
-        asked = self._to_keepers(cells, cells[:, None])
+        asked, order = self._to_keepers(cells, cells[:, None])
         answers = self.comm.alltoallv([np.stack([self._rank[q[:, 0] - first], self._position[q[:, 0] - first]], axis=1)
                                        for q in asked], np.int64)
         found = np.empty((cells.size, 2), dtype=np.int64)
-        found[self._by_keeper(cells)] = np.concatenate([a.reshape(-1, 2) for a in answers])
+        found[order] = np.concatenate([a.reshape(-1, 2) for a in answers])  # the keepers answer in the order sent
         return found[:, 0], found[:, 1]
 
-    def _by_keeper(self, cells: np.ndarray) -> np.ndarray:
-        """The order that groups ``cells`` by the rank that keeps them, each group in the given order."""
-        return np.argsort(np.searchsorted(self._bounds, cells, side="right") - 1, kind="stable")
-
-    def _to_keepers(self, cells: np.ndarray, rows: np.ndarray) -> list[np.ndarray]:
-        """``rows`` (one per cell, int64) sent to the ranks that keep their ``cells``; what each rank
-        sent here, in rank order, as arrays of such rows. Collective."""
+    def _to_keepers(self, cells: np.ndarray, rows: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
+        """``rows`` (one per cell, int64) sent to the ranks that keep their ``cells``: what each rank
+        sent here, in rank order, as arrays of such rows, and the order in which this rank sent its
+        rows (grouped by keeper, each group in the given order). Collective."""
         keeper = np.searchsorted(self._bounds, cells, side="right") - 1
         order = np.argsort(keeper, kind="stable")
         edges = np.searchsorted(keeper[order], np.arange(self.comm.size + 1))
         send = [rows[order[edges[d]:edges[d + 1]]] for d in range(self.comm.size)]
-        return [m.reshape(-1, rows.shape[1]) for m in self.comm.alltoallv(send, np.int64)]
+        return [m.reshape(-1, rows.shape[1]) for m in self.comm.alltoallv(send, np.int64)], order

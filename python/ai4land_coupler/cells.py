@@ -197,7 +197,8 @@ def _column_totals(start, factor, live, total):
 
 
 @kernel(inline=True)
-def _correct(q, land_area, cell_area, target, column, share, rate, give, moved, mass, cell_split, split):
+def _correct(q, land_area, cell_area, target, column, share, rate, give, moved, mass, cell_split, split, keep,
+             norm):
     """The exact correction of one cell's probabilities q (k*k, K) after the fitting, then clipped
     to [0, 1]: each column's excess over its target is taken in proportion to its mass at each
     pixel and given to the columns in deficit, split among their classes as at the pixel (or as
@@ -220,11 +221,10 @@ def _correct(q, land_area, cell_area, target, column, share, rate, give, moved, 
         for g in range(ncol):
             taken = mass[g] * rate[g]
             moved[i] += taken
-            if rate[g] > 0.0 and mass[g] > 0.0:
-                keep = min(max(1.0 - taken / mass[g], 0.0), 1.0)
-                for c in range(n):
-                    if column[c] == g:
-                        q[i, c] *= keep
+            keep[g] = min(max(1.0 - taken / mass[g], 0.0), 1.0) if rate[g] > 0.0 and mass[g] > 0.0 else 1.0
+        for c in range(n):
+            if column[c] >= 0 and keep[column[c]] != 1.0:  # a factor of exactly 1 changes nothing
+                q[i, c] *= keep[column[c]]
     for c in range(n):  # ... and give it to the columns in deficit
         cell_split[c] = 1e-300 if column[c] >= 0 else 0.0
         for i in range(kk):
@@ -236,15 +236,14 @@ def _correct(q, land_area, cell_area, target, column, share, rate, give, moved, 
             for c in range(n):
                 g = column[c]
                 split[c] = 0.0 if g < 0 else (q[i, c] if mass[g] > 0 else cell_split[c])
-            for g in range(ncol):
-                if give[g] > 0.0:
-                    norm = 0.0
-                    for c in range(n):
-                        if column[c] == g:
-                            norm += split[c]
-                    for c in range(n):
-                        if column[c] == g:
-                            q[i, c] += moved[i] * give[g] * (split[c] / max(norm, 1e-300))
+            norm[:] = 0.0
+            for c in range(n):
+                if column[c] >= 0:
+                    norm[column[c]] += split[c]
+            for c in range(n):
+                g = column[c]
+                if g >= 0 and give[g] > 0.0:
+                    q[i, c] += moved[i] * give[g] * (split[c] / max(norm[g], 1e-300))
         for c in range(n):
             q[i, c] = min(max(q[i, c], 0.0), 1.0)
 
@@ -259,7 +258,7 @@ def _column_masses(q, i, column, mass):
 
 
 Work = collections.namedtuple("Work", "q land_area pixel_area target share factor rate give start scale moved mass "
-                                       "cell_split split key order chosen group_prob live")
+                                       "cell_split split key order chosen group_prob live keep norm")
 
 
 @kernel
@@ -268,7 +267,8 @@ def _work(kk, n, ncol):
     return Work(np.empty((kk, n)), np.empty(kk), np.empty(kk), np.empty(ncol), np.empty(ncol), np.empty(ncol),
                 np.empty(ncol), np.empty(ncol), np.empty((ncol, kk)), np.empty(kk), np.empty(kk), np.empty(ncol),
                 np.empty(n), np.empty(n), np.empty(kk * ncol), np.empty(kk * ncol, dtype=np.int64),
-                np.empty(kk, dtype=np.int64), np.empty((kk, ncol)), np.empty(ncol, dtype=np.bool_))
+                np.empty(kk, dtype=np.int64), np.empty((kk, ncol)), np.empty(ncol, dtype=np.bool_), np.empty(ncol),
+                np.empty(ncol))
 
 
 @kernel(inline=True)
@@ -276,7 +276,8 @@ def _project(q, land_area, cell_area, target, column, iterations, w):
     """One land cell's probabilities q projected on its targets: the fitting, then the exact correction."""
     if iterations > 0:
         _fit(q, land_area, cell_area, target, column, iterations, w.start, w.scale, w.factor, w.live)
-    _correct(q, land_area, cell_area, target, column, w.share, w.rate, w.give, w.moved, w.mass, w.cell_split, w.split)
+    _correct(q, land_area, cell_area, target, column, w.share, w.rate, w.give, w.moved, w.mass, w.cell_split, w.split,
+             w.keep, w.norm)
 
 
 @kernel
@@ -400,25 +401,40 @@ def _post(logits, scenario, land, area, k, column, iterations, previous, level_o
     q, land_area, pixel_area, target = w.q, w.land_area, w.pixel_area, w.target
     for cy in range(first, end):
         for cx in range(logits.shape[2] // k):
+            cell_area = _geometry(scenario, land, area, k, cy, cx, land_area, pixel_area, target)
+            if cell_area == 0.0:  # all ocean: what the steps below give such a cell
+                _ocean_cell(area, k, cy, cx, codes[0], probs, uncertainty, shares, fine_map)
+                continue
             for a in range(k):
                 for b in range(k):
                     _softmax_at(logits, land, cy * k + a, cx * k + b, q, a * k + b)
-            cell_area = _geometry(scenario, land, area, k, cy, cx, land_area, pixel_area, target)
-            if cell_area > 0.0:
-                _project(q, land_area, cell_area, target, column, iterations, w)
+            _project(q, land_area, cell_area, target, column, iterations, w)
             _store(q, k, cy, cx, probs)
             for i in range(k * k):
                 y, x = cy * k + i // k, cx * k + i % k
                 uncertainty[y, x] = _entropy(q[i]) if land[y, x] else 0.0
             _cell_shares(q, area, k, cy, cx, column, total, shares)
-            if cell_area > 0.0:
-                _choose(q, land_area, pixel_area, target, cell_area, column, previous, level_of_code, codes, k, cy, cx,
-                        fine_map, w)
-            else:
-                for a in range(k):
-                    for b in range(k):
-                        fine_map[cy * k + a, cx * k + b] = codes[0]
+            _choose(q, land_area, pixel_area, target, cell_area, column, previous, level_of_code, codes, k, cy, cx,
+                    fine_map, w)
     keep_alive(owned)
+
+
+@kernel(inline=True)
+def _ocean_cell(area, k, cy, cx, ocean, probs, uncertainty, shares, fine_map):
+    """A coarse cell without land in :func:`_post`'s outputs: ocean probability 1, no uncertainty,
+    group shares 0 (0 over the cell's area, as :func:`_cell_shares` gives), the ocean code."""
+    weight = 0.0
+    for a in range(k):
+        for b in range(k):
+            y, x = cy * k + a, cx * k + b
+            weight += area[y, x]
+            probs[0, y, x] = 1.0
+            for c in range(1, probs.shape[0]):
+                probs[c, y, x] = 0.0
+            uncertainty[y, x] = 0.0
+            fine_map[y, x] = ocean
+    for g in range(shares.shape[0]):
+        shares[g, cy, cx] = 0.0 / weight
 
 
 @kernel

@@ -131,10 +131,15 @@ class BandLayout:
             self._weights[key].flags.writeable = False
         return self._weights[key]
 
-    def blend_weights(self, dest: Band) -> np.ndarray:
+    def blend_weights(self, dest: Band, tensor: bool = False) -> np.ndarray | torch.Tensor:
         """(rows, W) float32, the :meth:`band_weights` of every band that overlaps ``dest``, added in
-        band order: what :func:`blend` divides ``dest``'s sums by. Made once (read-only)."""
+        band order: what :func:`blend` divides ``dest``'s sums by. Made once (read-only); as a
+        torch tensor (not to be written) with ``tensor``."""
         key = ("blend", dest.index)
+        if tensor:
+            if ("tensor",) + key not in self._weights:
+                self._weights[("tensor",) + key] = torch.tensor(self.blend_weights(dest))
+            return self._weights[("tensor",) + key]
         if key not in self._weights:
             total = np.zeros((dest.rows[1] - dest.rows[0], self.lattice.nlon))
             for source in self.bands:
@@ -252,7 +257,7 @@ def _folded(sums: np.ndarray, lat: TileLattice) -> np.ndarray:
     nlon = lat.nlon
     for offset in range(nlon, sums.shape[2], nlon) if lat.wrap_lon else ():
         n = min(nlon, sums.shape[2] - offset)
-        sums[:, :, :n] += sums[:, :, offset:offset + n]
+        torch.from_numpy(sums[:, :, :n]).add_(torch.from_numpy(sums[:, :, offset:offset + n]))  # torch's threads
     return sums[:, :, :nlon]
 
 
@@ -268,7 +273,7 @@ def _band_sums(predict_batch, field: np.ndarray, first: int, band: Band, layout:
         return None
     lat = layout.lattice
     tile = lat.tile
-    weights = torch.from_numpy(np.array(gaussian_weights(tile)))
+    weights = _weights_tensor(tile)
     top = band.rows[0]
     sums = weighted = None
     for k in range(0, len(band.tiles), batch_size):
@@ -278,11 +283,17 @@ def _band_sums(predict_batch, field: np.ndarray, first: int, band: Band, layout:
         out = np.ascontiguousarray(predict_batch(_tiles(field, rows - first, cols, tile))[:len(batch)], dtype=np.float32)
         if sums is None:
             sums = torch.zeros((out.shape[1], band.reach - top, max(lat.lon_starts) + tile))
-            weighted = torch.empty(out.shape[1:])
+            weighted = torch.empty(out.shape)
+        torch.mul(torch.from_numpy(out), weights, out=weighted[:len(batch)])
         for n, (row, col) in enumerate(batch):
-            torch.mul(torch.from_numpy(out[n]), weights, out=weighted)
-            sums[:, row - top:row - top + tile, col:col + tile].add_(weighted)
+            sums[:, row - top:row - top + tile, col:col + tile].add_(weighted[n])
     return _folded(sums.numpy(), lat)[:, :lat.nlat - top]
+
+
+@functools.lru_cache(maxsize=8)
+def _weights_tensor(tile: int) -> torch.Tensor:
+    """:func:`gaussian_weights` as a tensor (not to be written)."""
+    return torch.tensor(gaussian_weights(tile))
 
 
 def predict_slab(
@@ -412,10 +423,10 @@ def blend(sums: dict[int, np.ndarray], layout: BandLayout, *, comm: Communicator
         levels = parts[0][2].shape[0]
         if out is None:
             out = np.empty((levels, bands[-1].rows[1] - top, nlon), dtype=np.float32)
-        total = np.zeros((levels, dest.rows[1] - dest.rows[0], nlon), dtype=np.float32)
+        total = torch.from_numpy(out[:, dest.rows[0] - top:dest.rows[1] - top]).zero_()  # torch's threads
         for _, first, block in parts:  # canonical order: source band
-            total[:, first - dest.rows[0]:first - dest.rows[0] + block.shape[1]] += block
-        np.divide(total, layout.blend_weights(dest), out=out[:, dest.rows[0] - top:dest.rows[1] - top])
+            total[:, first - dest.rows[0]:first - dest.rows[0] + block.shape[1]].add_(torch.from_numpy(block))
+        total.div_(layout.blend_weights(dest, tensor=True))
     return out
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .comm import Communicator
-from .compiled import kernel
+from .compiled import in_blocks, kernel
 from .hostmap import Entries, HostMap, fine_from_host
 from .inference import Band, BandLayout
 from .partition import CellDirectory
@@ -27,15 +27,15 @@ _ONE = np.ones((1, 1))
 
 
 @kernel
-def _weighted_sums(slot, pixel, up, values, weights, levels, out, first_column):
+def _weighted_sums(slot, pixel, up, values, weights, levels, out, first_column, first, end):
     """``out[s, c + l] += Σ w·v`` and ``out[s, c + levels + l] += Σ w`` (c = ``first_column``) over the
-    entries (slot s, pixel, up) in entry order, with
+    entries [first, end) (slot s, pixel, up) in entry order, with
     ``w = up · weights[l, pixel]`` and ``v = values[l, pixel]``; a field of one level serves every
     level, and ``weights`` of shape (1, 1) is a weight of one. Weights of one level have one sum
     of weights, ``out[s, c + levels]``, that serves every level."""
     per_level_v, per_level_w, per_pixel_w = values.shape[0] > 1, weights.shape[0] > 1, weights.shape[1] > 1
     c = first_column
-    for e in range(slot.size):
+    for e in range(first, end):
         s, p = slot[e], pixel[e]
         if not per_level_w:  # one weight for every level
             w = up[e] * weights[0, p if per_pixel_w else 0]
@@ -53,17 +53,23 @@ def _weighted_sums(slot, pixel, up, values, weights, levels, out, first_column):
 
 
 @kernel
-def _one_hot_sums(slot, pixel, up, values, level, levels, out, first_column):
+def _one_hot_sums(slot, pixel, up, values, level, levels, out, first_column, first, end):
     """:func:`_weighted_sums` with the one-hot of ``level`` (per pixel; -1 none) as the weights:
     one term per entry instead of one per level, the same sums."""
     per_level_v = values.shape[0] > 1
     c = first_column
-    for e in range(slot.size):
+    for e in range(first, end):
         s, p = slot[e], pixel[e]
         k = level[p]
         if k >= 0 and up[e] != 0.0:
             out[s, c + k] += up[e] * values[k if per_level_v else 0, p]
             out[s, c + levels + k] += up[e]
+
+
+def _run(tasks, first, end) -> None:
+    """The tasks [first, end) of (kernel, arguments) pairs, in turn (:func:`.compiled.in_blocks`)."""
+    for work, arguments in tasks[first:end]:
+        work(*arguments)
 
 
 @dataclass(frozen=True)
@@ -147,6 +153,8 @@ class HostExchange:
         self.pixel = np.concatenate([b.entries.pixel + (b.band.rows[0] - first_row) * self.nlon for b in self.bands]
                                     or [np.empty(0, np.int64)])
         self.up = np.concatenate([b.entries.up for b in self.bands] or [np.empty(0)]).astype(np.float64)
+        edges = np.cumsum([0] + [b.entries.pixel.size for b in self.bands])
+        self.band_entries = list(zip(edges[:-1].tolist(), edges[1:].tolist()))  # each band's [first, end) entries
         # Tell each owner which of its cells each band sends, in band order: [band, count, positions…]…
         send = [[] for _ in range(comm.size)]
         for b in self.bands:
@@ -178,16 +186,19 @@ class HostExchange:
         sums = np.zeros((max((end for _, end in self.send_rows.values()), default=0), nsums))
         k = 0
         first, end = self.layout.slab_rows(self.slab)
+        tasks = []  # (kernel, its arguments) per field and band: each band has its own rows of the sums
         for (n, _), columns, (values, weights) in (zip(spec, width, fields) if self.bands else ()):
             for array in (values, weights.levels[None] if isinstance(weights, OneHot) else weights):
                 if array is not None and array.shape[1:] != (end - first, self.nlon):
                     raise ValueError(f"a field of shape {array.shape} is not on this slab's {end - first}x{self.nlon} cells")
             entries = (self.slot, self.pixel, self.up, values.reshape(values.shape[0], -1))
             if isinstance(weights, OneHot):
-                _one_hot_sums(*entries, weights.levels.reshape(-1), n, sums, k)
+                sums_of, weights = _one_hot_sums, weights.levels.reshape(-1)
             else:
-                _weighted_sums(*entries, _ONE if weights is None else weights.reshape(weights.shape[0], -1), n, sums, k)
+                sums_of, weights = _weighted_sums, _ONE if weights is None else weights.reshape(weights.shape[0], -1)
+            tasks += [(sums_of, (*entries, weights, n, sums, k, lo, hi)) for lo, hi in self.band_entries]
             k += columns
+        in_blocks(_run, len(tasks), tasks)
         mine = self.send_rows.get(self.comm.rank)
         send = [np.empty(0)] * self.comm.size
         for rank, (start, end) in self.send_rows.items():

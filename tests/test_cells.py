@@ -256,6 +256,7 @@ def test_post_process_is_the_stages_in_turn_bit_for_bit(seed):
     from ai4land_coupler.datasets import group_shares
 
     logits, land, area, scenario, previous = _fields(seed, h=32)
+    land[4:12, 8:20] = False  # six coarse cells without land (written at once)
     em = _emulator()
     probs = em.conserve(em.masked_probabilities(logits, land), scenario, land, area)
     for before in (None, previous):

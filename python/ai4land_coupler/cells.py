@@ -258,7 +258,7 @@ def _column_masses(q, i, column, mass):
 
 
 Work = collections.namedtuple("Work", "q land_area pixel_area target share factor rate give start scale moved mass "
-                                       "cell_split split key order chosen group_prob live keep norm")
+                                       "cell_split split key pair_pixel pair_group chosen group_prob live keep norm")
 
 
 @kernel
@@ -267,7 +267,7 @@ def _work(kk, n, ncol):
     return Work(np.empty((kk, n)), np.empty(kk), np.empty(kk), np.empty(ncol), np.empty(ncol), np.empty(ncol),
                 np.empty(ncol), np.empty(ncol), np.empty((ncol, kk)), np.empty(kk), np.empty(kk), np.empty(ncol),
                 np.empty(n), np.empty(n), np.empty(kk * ncol), np.empty(kk * ncol, dtype=np.int64),
-                np.empty(kk, dtype=np.int64), np.empty((kk, ncol)), np.empty(ncol, dtype=np.bool_), np.empty(ncol),
+                np.empty(kk * ncol, dtype=np.int64), np.empty(kk, dtype=np.int64), np.empty((kk, ncol)), np.empty(ncol, dtype=np.bool_), np.empty(ncol),
                 np.empty(ncol))
 
 
@@ -300,21 +300,20 @@ def _conserve(p, scenario, land, area, k, column, iterations, first, end):
 
 
 @kernel(inline=True)
-def _stable_order(key, order):
-    """The indices of the finite keys in ``order``, by increasing key, ties in index order (an
-    insertion sort: a cell's few pairs, without the allocations of ``np.argsort``); returns
-    their count."""
-    m = 0
-    for r in range(key.size):
-        if not np.isfinite(key[r]):
-            continue
-        j = m
-        while j > 0 and key[order[j - 1]] > key[r]:
-            order[j] = order[j - 1]
-            j -= 1
-        order[j] = r
-        m += 1
-    return m
+def _insert(key, pixel, group, m, value, i, g):
+    """Insert ``value`` and its pair (pixel i, group g) into the ``m`` sorted keys ``key[:m]`` and
+    their pairs, after the keys equal to it (ties in insertion order); returns the new count. The
+    keys move with their pairs, so no comparison waits on a load through an index."""
+    j = m
+    while j > 0 and key[j - 1] > value:
+        key[j] = key[j - 1]
+        pixel[j] = pixel[j - 1]
+        group[j] = group[j - 1]
+        j -= 1
+    key[j] = value
+    pixel[j] = i
+    group[j] = g
+    return m + 1
 
 
 @kernel(inline=True)
@@ -326,21 +325,22 @@ def _choose(q, land_area, pixel_area, target, cell_area, column, previous, level
     class in the ``previous`` map of codes (its level ``level_of_code[code]``, -1: none) when that is
     in the group, else its most probable one.
     Uses up ``target``."""
-    key, order, chosen, group_prob = w.key, w.order, w.chosen, w.group_prob
+    key, pair_pixel, pair_group, chosen, group_prob = w.key, w.pair_pixel, w.pair_group, w.chosen, w.group_prob
     kk, n, ncol = q.shape[0], q.shape[1], target.size
     for g in range(ncol):
         target[g] *= cell_area  # the area still to give to each group
+    pairs = 0  # sorted so far, by decreasing probability (increasing key)
     for i in range(kk):
         group_prob[i, :] = 0.0
         for c in range(n):
             if column[c] >= 0:
                 group_prob[i, column[c]] += q[i, c]
         for g in range(ncol):  # a pair whose group lacks less than half the pixel now never will: not sorted
-            wanted = land_area[i] > 0 and target[g] >= 0.5 * pixel_area[i]
-            key[i * ncol + g] = -group_prob[i, g] if wanted else np.inf
+            if land_area[i] > 0 and target[g] >= 0.5 * pixel_area[i] and np.isfinite(group_prob[i, g]):
+                pairs = _insert(key, pair_pixel, pair_group, pairs, -group_prob[i, g], i, g)
         chosen[i] = -1
-    for r in order[:_stable_order(key, order)]:
-        i, g = r // ncol, r % ncol
+    for r in range(pairs):
+        i, g = pair_pixel[r], pair_group[r]
         if chosen[i] < 0 and target[g] >= 0.5 * pixel_area[i]:  # land pixels only: the rest are not sorted
             chosen[i] = g
             target[g] -= pixel_area[i]

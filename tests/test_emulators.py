@@ -45,6 +45,25 @@ def test_unet_refuses_other_sizes():
         UNet(5, 3)(torch.zeros(1, 5, 60, 64))
 
 
+def test_landuse_inputs_without_the_grid_channels_leave_them_and_write_the_rest():
+    emu = _landuse()
+    h, w = 16, 24
+    rng = np.random.default_rng(3)
+    scenario = np.repeat(np.repeat(rng.random((5, 4, 6)) / 5, 4, axis=1), 4, axis=2).astype(np.float32)
+    static = {n: rng.random((h, w)).astype(np.float32) for n in STATIC_NAMES}
+    prev = rng.choice(CLASS_CODES, size=(h, w)).astype(np.uint8)
+    whole = emu.inputs(scenario, static, prev, np.ones((h, w)))
+    grid = emu.grid_channels
+    assert [emu.channels[c] for c in grid] == ["cell_row", "cell_col", *STATIC_NAMES]
+    out = np.full((emu.in_channels, h + 2, w + 3), 7.0, np.float32)  # a larger buffer: its leading corner
+    x = emu.inputs(scenario, static, prev, np.ones((h, w)), out=out, with_grid=False)
+    assert np.shares_memory(x, out)
+    changing = [c for c in range(emu.in_channels) if c not in grid]
+    assert np.array_equal(x[changing], whole[changing])
+    assert np.all(out[list(grid)] == 7.0)  # left as they were
+    assert np.array_equal(emu.inputs(scenario, static, prev, np.ones((h, w)), out=out), whole)
+
+
 def test_landuse_inputs_probabilities_and_mask():
     emu = _landuse()
     h, w = 16, 24

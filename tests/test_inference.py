@@ -190,6 +190,24 @@ def test_tiles_are_views_of_the_completed_field_with_the_edge_rules(wrap, shape)
 
 
 @pytest.mark.parametrize("wrap", [True, False])
+def test_a_field_completed_again_for_some_channels_keeps_the_others(wrap):
+    field = np.random.default_rng(5).normal(size=(4, 50, 40)).astype(np.float32)
+    layout = make_layout(50, 40, tile=32, overlap=0.5, wrap_lon=wrap, band_rows=50, n_slabs=1)
+    buffer = field_buffer(layout, 0, 4)
+    buffer[:, :50, :40] = field
+    first = with_halo(buffer[:, :50, :40], layout, comm=SerialComm(), slab=0, slab_ranks=[0]).copy()
+    buffer[[0, 2], :50, :40] += 1.0  # a new year of two channels
+    buffer[1, :, 40:] = -5.0  # not completed again: stays
+    again = with_halo(buffer[:, :50, :40], layout, comm=SerialComm(), slab=0, slab_ranks=[0], channels=[0, 2])
+    assert np.all(again[1, :, 40:] == -5.0) and np.array_equal(again[3], first[3])
+    field[[0, 2]] += 1.0
+    again[1] = first[1]
+    assert np.array_equal(again, with_halo(field, layout, comm=SerialComm(), slab=0, slab_ranks=[0]))
+    with pytest.raises(ValueError, match="field buffer"):
+        with_halo(field, layout, comm=SerialComm(), slab=0, slab_ranks=[0], channels=[0])
+
+
+@pytest.mark.parametrize("wrap", [True, False])
 def test_inputs_written_into_the_field_buffer_are_completed_in_place(wrap):
     field = np.random.default_rng(4).normal(size=(3, 50, 40)).astype(np.float32)
     layout = make_layout(50, 40, tile=32, overlap=0.5, wrap_lon=wrap, band_rows=50, n_slabs=1)

@@ -438,14 +438,16 @@ def _ocean_cell(area, k, cy, cx, ocean, probs, uncertainty, shares, fine_map):
 
 
 @kernel
-def _landuse_inputs(scenario, codes, level_of_code, nodata, area, static, k, column, mean, std, out, faults, first, end):
+def _landuse_inputs(scenario, codes, level_of_code, nodata, area, static, k, column, mean, std, with_grid, out, faults,
+                    first, end):
     """Coarse-cell rows [first, end) of the land-use inputs ``out`` (C, H, W) float32, ``(raw - mean)
     / std`` per channel, from the fine scenario (G, H, W) float32, the previous map's class codes
     (H, W) and their levels ``level_of_code`` (-1: none), the pixel areas and the static fields (a
     tuple of (H, W) float32). Raw channels: the scenario; the scenario minus the area-weighted group
     fractions of the previous map in the cell (summed in pixel order, as :func:`_group_shares`); the
     pixel's position in its cell; the static fields; the one-hot previous class (none for
-    ``nodata``). Sets ``faults[0]`` where the scenario varies inside a coarse cell and ``faults[1]``
+    ``nodata``). The channels of the grid alone (the position and the static fields) only
+    ``with_grid``. Sets ``faults[0]`` where the scenario varies inside a coarse cell and ``faults[1]``
     where a code is neither a class nor ``nodata``. Written a fine row and a channel at a time."""
     groups, n, w = scenario.shape[0], column.size, area.shape[1]
     share = np.empty((groups, w // k))
@@ -481,10 +483,10 @@ def _landuse_inputs(scenario, codes, level_of_code, nodata, area, static, k, col
                     out[d, y, x] = (scenario[g, y, x] - share_row[g, x] - mean[d]) / std[d]
             c = 2 * groups
             row = (np.float32((y - cy * k + 0.5) / k - 0.5) - mean[c]) / std[c]
-            for x in range(w):
+            for x in range(w if with_grid else 0):
                 out[c, y, x] = row
                 out[c + 1, y, x] = column_position[x]
-            for s in range(len(static)):
+            for s in range(len(static) if with_grid else 0):
                 c = 2 * groups + 2 + s
                 field = static[s]
                 for x in range(w):
@@ -562,14 +564,16 @@ def group_shares(p, weights, k, column, groups) -> np.ndarray:
     return out
 
 
-def landuse_inputs(scenario, codes, level_of_code, nodata, area, static, k, column, mean, std, out=None) -> tuple:
+def landuse_inputs(scenario, codes, level_of_code, nodata, area, static, k, column, mean, std, out=None,
+                   with_grid=True) -> tuple:
     """(the land-use inputs (C, H, W) float32, normalised by ``mean`` and ``std`` (C) float32, in the
     leading corner of ``out`` if given (:func:`.compiled.output_array`); faults (2)): see
-    :func:`_landuse_inputs`."""
+    :func:`_landuse_inputs`. Without ``with_grid``, the channels of the grid alone are left as
+    ``out`` has them."""
     out = output_array(out, (mean.size,) + area.shape)
     faults = np.zeros(2, dtype=np.int64)
     in_blocks(_landuse_inputs, area.shape[0] // k, scenario, codes, level_of_code, nodata, area, static, k, column,
-              mean, std, out, faults)
+              mean, std, bool(with_grid), out, faults)
     return out[:, :area.shape[0], :area.shape[1]], faults
 
 

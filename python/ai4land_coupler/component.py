@@ -90,6 +90,11 @@ class _Prefetch:
     def finished(self) -> bool:
         return self._thread is None or not self._thread.is_alive()
 
+    def wait(self) -> None:
+        """Until the stage has ended (its value and error are dropped by whoever drops this)."""
+        if self._thread is not None:
+            self._thread.join()
+
     def result(self):
         """The stage's value, waiting for it; its error raised here."""
         if self._thread is not None:
@@ -141,6 +146,7 @@ class Component:
         self._land_share: np.ndarray | None = None  # the land share of each coarse cell of the slab
         self._landuse_started = False
         self._prefetch: _Prefetch | None = None
+        self._landuse_field: np.ndarray | None = None  # this slab's land-use tile field, kept for the run
         self.fine_lai: np.ndarray | None = None
         self._lai_months: dict[tuple[int, int], tuple] = {}  # daily cadence: (year, month) → emulated LAI, host fields
         self._driver_months: list[tuple[int, int]] | None = None
@@ -340,10 +346,7 @@ class Component:
     def finalize(self) -> None:
         self._require(State.INITIALISED, State.PARTITIONED, State.RUNNING, call="finalize")
         if self._prefetch is not None:  # let a background stage end before the emulators go
-            try:
-                self._prefetch.result()
-            except Exception:  # noqa: BLE001 - a prefetch nobody will use
-                pass
+            self._prefetch.wait()
             self._prefetch = None
         if self.history is not None:
             self.history.close()
@@ -406,6 +409,25 @@ class Component:
             return make_inputs(field_buffer(self.layout, self.slab, len(emulator.meta["channels"])))
         return collective(self.comm, make)
 
+    def _landuse_tiles_field(self, scenario) -> np.ndarray | None:
+        """The land-use network's tile field on this slab for the year of ``scenario``
+        (:func:`.inference.with_halo`; None off the slab ranks); collective. One buffer serves the
+        whole run: the channels of the grid alone (:attr:`LandUseEmulator.grid_channels`) are
+        written, exchanged and completed for the first year only. No network may be reading the
+        buffer (a prefetch's is waited for before)."""
+        em = self.landuse_emulator  # None off the slab ranks
+        every_channel = self._landuse_field is None  # on every rank alike: set at the same call on all
+        if every_channel:
+            self._landuse_field = field_buffer(self.layout, self.slab, len(em.meta["channels"])) if self.slab >= 0 \
+                else np.empty(0, np.float32)
+        inputs = collective(self.comm, lambda: em.inputs(
+            scenario, self.world.static, self.fine_map, self.fine_area, self._landuse_field, with_grid=every_channel)
+            if self.slab >= 0 else None)
+        changing = None if every_channel or em is None else \
+            [c for c in range(len(em.meta["channels"])) if c not in em.grid_channels]
+        return with_halo(inputs, self.layout, comm=self.comm, slab=self.slab, slab_ranks=self.runtime.inference_ranks,
+                         channels=changing)
+
     def _initial_map(self, year: int) -> np.ndarray:
         earlier = [y for y in self.world.years if y < year]
         first = earlier[-1] if earlier else min(self.world.years)
@@ -466,9 +488,14 @@ class Component:
             if prefetch.stage == "sums":
                 self._blend_prefetch(prefetch)
             return collective(self.comm, prefetch.result)
+        if prefetch is not None:  # of another year: its network may still read the tile field written below
+            prefetch.wait()
         em = self.landuse_emulator
         scenario = collective(self.comm, lambda: self.world.scenario_groups_fine(year) if self.slab >= 0 else None)
-        raw = self._predict(em, lambda out: em.inputs(scenario, self.world.static, self.fine_map, self.fine_area, out))
+        field = self._landuse_tiles_field(scenario)
+        sums = collective(self.comm, lambda: slab_sums(em.predict_batch if em is not None else None, field, self.layout,
+                                                        slab=self.slab))
+        raw = blend(sums, self.layout, comm=self.comm, slab=self.slab, slab_ranks=self.runtime.inference_ranks)
         return collective(self.comm, lambda: self._landuse_post(raw, scenario))
 
     def _landuse_post(self, raw: np.ndarray | None, scenario: np.ndarray | None):
@@ -488,8 +515,7 @@ class Component:
             return
         em = self.landuse_emulator
         scenario = collective(self.comm, lambda: self.world.scenario_groups_fine(year) if on_slab else None)
-        inputs = self._inputs(em, lambda out: em.inputs(scenario, self.world.static, self.fine_map, self.fine_area, out))
-        field = with_halo(inputs, self.layout, comm=self.comm, slab=self.slab, slab_ranks=self.runtime.inference_ranks)
+        field = self._landuse_tiles_field(scenario)
         self._prefetch = _Prefetch(year, scenario)
         self._prefetch.run(lambda: slab_sums(em.predict_batch if em is not None else None, field, self.layout,
                                              slab=self.slab), self.timings)

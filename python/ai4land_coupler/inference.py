@@ -162,9 +162,10 @@ def _overlap(a: tuple[int, int], b: tuple[int, int]) -> tuple[int, int]:
     return max(a[0], b[0]), min(a[1], b[1])
 
 
-def _halo(inputs: np.ndarray | None, layout: BandLayout, comm: Communicator, slab: int,
-          slab_ranks) -> list[np.ndarray] | None:
-    """This slab's inputs, then the pieces of the rows its tiles reach in the following slabs; collective."""
+def _halo(inputs: np.ndarray | None, layout: BandLayout, comm: Communicator, slab: int, slab_ranks,
+          channels: np.ndarray) -> list[np.ndarray] | None:
+    """This slab's inputs, then the pieces (those ``channels``) of the rows its tiles reach in the
+    following slabs; collective."""
     nlat = layout.lattice.nlat
     send = [np.empty(0, np.float32) for _ in range(comm.size)]
     for other, rank in enumerate(slab_ranks):
@@ -174,7 +175,7 @@ def _halo(inputs: np.ndarray | None, layout: BandLayout, comm: Communicator, sla
         wanted = (layout.slab_rows(other)[1], min(layout.slab_reach(other), nlat))
         first, end = _overlap(wanted, rows)
         if first < end:
-            send[rank] = inputs[:, first - rows[0]:end - rows[0]]
+            send[rank] = inputs[channels, first - rows[0]:end - rows[0]]
     received = comm.alltoallv(send, np.float32)
     if inputs is None:
         return None
@@ -184,19 +185,19 @@ def _halo(inputs: np.ndarray | None, layout: BandLayout, comm: Communicator, sla
     for other, rank in enumerate(slab_ranks):
         first, end = _overlap(wanted, layout.slab_rows(other))
         if other != slab and first < end:
-            pieces.append(received[rank].reshape(inputs.shape[0], end - first, inputs.shape[2]))
+            pieces.append(received[rank].reshape(channels.size, end - first, inputs.shape[2]))
     return pieces
 
 
 @kernel
-def _complete(field, rows, width, wrap, start, end):
-    """Channels [start, end) of ``field`` (C, R, Wc), whose first ``rows`` rows hold the grid's
+def _complete(field, rows, width, wrap, channels, start, end):
+    """The ``channels[start:end]`` of ``field`` (C, R, Wc), whose first ``rows`` rows hold the grid's
     first ``width`` columns, completed in place as the tiles that pass the grid's far edges need
     it. Beyond the last column: the columns from the start on a global grid (longitude wraps),
     zero on a regional one (the mean of the normalised inputs, as the convolutions pad at the
     near edges); beyond the last row: that row on a global grid (the pole), zero on a regional one."""
     total_rows, total_width = field.shape[1], field.shape[2]
-    for k in range(start, end):
+    for k in channels[start:end]:
         for y in range(rows):
             x = width
             while x < total_width:
@@ -320,12 +321,14 @@ def predict_slab(
 
 
 def with_halo(inputs: np.ndarray | None, layout: BandLayout, *, comm: Communicator, slab: int,
-              slab_ranks) -> np.ndarray | None:
+              slab_ranks, channels=None) -> np.ndarray | None:
     """The field that this slab's tiles are cut from (C, rows, columns) float32: its inputs (C, slab
     rows, W), then the rows its tiles reach in the following slabs (the halo, received from the
     slabs that hold them; collective), then, past the grid's edges, the completion of
     :func:`_complete`. Into the inputs' own :func:`field_buffer` when they are its leading corner,
-    else into a new array."""
+    else into a new array. With ``channels`` (channel indices, the same on every rank), only those
+    are exchanged and completed: the others are in the buffer already, from an earlier field of
+    the same buffer (channels that do not change)."""
     if len(slab_ranks) != layout.n_slabs:
         raise ValueError(f"{len(slab_ranks)} slab ranks for a layout of {layout.n_slabs} slabs")
     field = None
@@ -340,7 +343,10 @@ def with_halo(inputs: np.ndarray | None, layout: BandLayout, *, comm: Communicat
             inputs = np.ascontiguousarray(inputs, dtype=np.float32)
             if inputs.shape == shape:
                 field = inputs
-    pieces = _halo(inputs, layout, comm, slab, slab_ranks)
+    if channels is not None and field is None and inputs is not None:
+        raise ValueError("channels are for inputs written into their field buffer (the others are already there)")
+    channels = np.arange(inputs.shape[0] if inputs is not None else 0) if channels is None else np.asarray(channels)
+    pieces = _halo(inputs, layout, comm, slab, slab_ranks, channels)
     if pieces is None:
         return None
     if field is None:
@@ -348,9 +354,9 @@ def with_halo(inputs: np.ndarray | None, layout: BandLayout, *, comm: Communicat
         field[:, :want[0], :want[1]] = inputs
     rows = want[0]
     for piece in pieces[1:]:
-        field[:, rows:rows + piece.shape[1], :want[1]] = piece
+        field[channels, rows:rows + piece.shape[1], :want[1]] = piece
         rows += piece.shape[1]
-    in_blocks(_complete, shape[0], field, rows, want[1], layout.lattice.wrap_lon)
+    in_blocks(_complete, channels.size, field, rows, want[1], layout.lattice.wrap_lon, channels)
     return field
 
 

@@ -97,11 +97,12 @@ def one_hot_classes(codes: np.ndarray) -> np.ndarray:
 
 def landuse_features(scenario_fine: np.ndarray, static: dict, prev_map: np.ndarray, area: np.ndarray, factor: int,
                      static_names, mean: np.ndarray | None = None, std: np.ndarray | None = None,
-                     out: np.ndarray | None = None) -> np.ndarray:
+                     out: np.ndarray | None = None, with_grid: bool = True) -> np.ndarray:
     """Inputs (C, H, W) float32, raw, or normalised as ``(raw - mean) / std`` per channel when
     ``mean`` and ``std`` (C) are given (one pass either way: :func:`.cells.landuse_inputs`);
     ``area``: the pixels' areas (any unit); ``out``: an array to write them into the leading
-    corner of (:func:`.compiled.output_array`)."""
+    corner of (:func:`.compiled.output_array`); without ``with_grid``, its :func:`grid_channels`
+    are left as they are (written for an earlier year)."""
     scenario_fine = np.ascontiguousarray(scenario_fine, dtype=np.float32)
     prev_map = np.ascontiguousarray(prev_map)
     h, w = prev_map.shape
@@ -121,12 +122,19 @@ def landuse_features(scenario_fine: np.ndarray, static: dict, prev_map: np.ndarr
     mean, std = channel_normalisation(mean, std, channels)
     inputs, faults = cells.landuse_inputs(scenario_fine, prev_map, CLASS_INDEX, NODATA,
                                           np.ascontiguousarray(area, dtype=np.float64), fields, factor, GROUP_COLUMN,
-                                          mean, std, out)
+                                          mean, std, out, with_grid)
     if faults[0]:
         raise EmulatorError(f"scenario_fine is not constant over aligned {factor}x{factor} coarse cells")
     if faults[1]:
         class_levels(prev_map)  # raises, naming the codes
     return inputs
+
+
+def grid_channels(static_names) -> range:
+    """The input channels that depend on the grid alone, the same every year: each pixel's place in
+    its coarse cell, then the static fields."""
+    first = 2 * len(SCENARIO_GROUPS)
+    return range(first, first + 2 + len(static_names))
 
 
 class LandUseEmulator(Emulator):
@@ -171,11 +179,17 @@ class LandUseEmulator(Emulator):
                     film_channels=tuple(channels.index(n) for n in film))
 
     def inputs(self, scenario_fine: np.ndarray, static: dict, prev_map: np.ndarray, area: np.ndarray,
-               out: np.ndarray | None = None) -> np.ndarray:
+               out: np.ndarray | None = None, with_grid: bool = True) -> np.ndarray:
         """Normalised network input (C, H, W) float32 for the year of ``scenario_fine``; in the
-        leading corner of ``out`` if given (an :func:`~ai4land_coupler.inference.field_buffer`)."""
+        leading corner of ``out`` if given (an :func:`~ai4land_coupler.inference.field_buffer`),
+        leaving its :attr:`grid_channels` as they are without ``with_grid``."""
         return landuse_features(scenario_fine, static, prev_map, area, self.meta["coarse_factor"],
-                                self.meta["static_names"], self._mean, self._std, out)
+                                self.meta["static_names"], self._mean, self._std, out, with_grid)
+
+    @property
+    def grid_channels(self) -> range:
+        """:func:`grid_channels` of this emulator's inputs."""
+        return grid_channels(self.meta["static_names"])
 
     @staticmethod
     def probabilities(logits: torch.Tensor) -> torch.Tensor:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from ai4land_coupler import cells
 from ai4land_coupler.datasets import CLASS_CODES, CLASS_INDEX, GROUP_OF_CLASS, LANDUSE_CLASSES, SCENARIO_GROUPS, STATIC_NAMES
 from ai4land_coupler.emulators import LandUseEmulator
 from ai4land_coupler.emulators.landuse import CLASS_COLUMN, landuse_features
@@ -308,3 +309,21 @@ def test_allocation_takes_any_integer_map_of_codes_and_refuses_what_is_not_one()
         em.post_process(logits, scenario, land, area, previous.astype(np.float32))
     with pytest.raises(EmulatorError, match="the previous map has shape"):
         em.allocate(probs, scenario, land, area, previous[:-4])
+
+
+def test_conservation_error_is_the_largest_gap_over_the_cells_whose_scenario_fits():
+    rng = np.random.default_rng(11)
+    k, groups, hc, wc = 3, 5, 4, 6
+    coarse = rng.random((groups, hc, wc)) / groups
+    scenario = np.repeat(np.repeat(coarse, k, axis=1), k, axis=2).astype(np.float32)
+    land_share = rng.uniform(0.5, 1.0, (hc, wc))
+    land_share[0, :3] = 0.1  # these cells ask for more than their land
+    shares = scenario[:, ::k, ::k].astype(np.float64) + rng.normal(0.0, 1e-9, (groups, hc, wc))
+    shares[2, 0, 0] += 0.5  # a gap in a cell that does not count
+    fits = scenario[:, ::k, ::k].astype(np.float64).sum(axis=0) <= land_share + 1e-6
+    worst, feasible, infeasible = cells.conservation_error(shares, scenario, k, land_share, 1e-6)
+    assert (feasible, infeasible) == (int(fits.sum()), int((~fits).sum())) and infeasible >= 3
+    assert worst == np.abs(shares - scenario[:, ::k, ::k])[:, fits].max() and 0 < worst < 1e-8
+    shares[1, 3, 5] = np.nan
+    assert fits[3, 5] and np.isnan(cells.conservation_error(shares, scenario, k, land_share, 1e-6)[0])
+

@@ -2,8 +2,10 @@
 import numpy as np
 import pytest
 
+from ai4land_coupler import cells
+from ai4land_coupler.comm import SerialComm
 from ai4land_coupler.component import Component
-from ai4land_coupler.errors import ArgumentError, CallOrderError, ClockError
+from ai4land_coupler.errors import ArgumentError, CallOrderError, ClockError, EmulatorError
 from ai4land_coupler.partition import Box, Points
 from conftest import run_lifecycle, write_namelist
 
@@ -200,3 +202,20 @@ def test_landuse_prefetch_gives_the_same_bits_and_runs_in_the_background(world_d
     assert on == off and len(set(on)) == 3  # three years, three different maps
     assert stages == (2034, "sums") and none is None  # after 2033, the network for 2034 is under way
     assert timings["landuse_background"] > 0 and "landuse_background" not in plain
+
+
+def test_a_step_whose_land_use_breaks_the_scenario_stops(world_dir, tmp_path, monkeypatch):
+    real = cells.post
+
+    def broken(*args):
+        probs, uncertainty, shares, fine_map = real(*args)
+        shares[0, shares.shape[1] // 2, :] += 1e-3
+        return probs, uncertainty, shares, fine_map
+    monkeypatch.setattr(cells, "post", broken)
+    c = Component()
+    c.init(SerialComm(), write_namelist(tmp_path / "a.nml", world_dir, prefetch_landuse=".false."))
+    c.def_partition(Box(0, 0, 180, 90))
+    c.enddef()
+    with pytest.raises(EmulatorError, match="breaks the scenario by 0.001"):
+        c.step((2020, 1, 1, 0))
+    c.finalize()

@@ -537,6 +537,29 @@ def _group_shares(p, weights, k, column, out, first, end):
             _cell_shares(q, weights, k, cy, cx, column, total, out)
 
 
+@kernel
+def conservation_error(shares, scenario, k, land_share, tolerance) -> tuple:
+    """(the largest |share − scenario| of the group shares (G, H/k, W/k) over the coarse cells whose
+    scenario fits their land (Σ_g scenario ≤ ``land_share`` + ``tolerance``), NaN if any of those
+    is NaN; the count of those cells; the count of the others). The scenario is the fine one
+    (G, H, W), read at each cell's first pixel."""
+    worst, broken, feasible, infeasible = 0.0, False, 0, 0
+    for cy in range(shares.shape[1]):
+        for cx in range(shares.shape[2]):
+            total = 0.0
+            for g in range(shares.shape[0]):
+                total += np.float64(scenario[g, cy * k, cx * k])
+            if not total <= land_share[cy, cx] + tolerance:
+                infeasible += 1
+                continue
+            feasible += 1
+            for g in range(shares.shape[0]):
+                error = abs(shares[g, cy, cx] - np.float64(scenario[g, cy * k, cx * k]))
+                broken = broken or np.isnan(error)
+                worst = max(worst, error)
+    return (np.nan if broken else worst), feasible, infeasible
+
+
 def masked_softmax(logits, land):
     """(K, H, W) float64 class probabilities from logits (K, H, W): on land, the softmax over the
     land classes 1..K-1 (ocean 0); elsewhere ocean 1 and the others 0."""

@@ -18,7 +18,7 @@ from enum import Enum
 
 import numpy as np
 
-from . import crosswalks
+from . import cells, crosswalks
 from .clock import Events, ModelClock
 from .datasets import NODATA, fill_nodata
 from .emulators.landuse import class_levels, one_hot_classes
@@ -539,17 +539,15 @@ class Component:
         worst, feasible_cells, infeasible_cells = 0.0, 0, 0
         if self.slab >= 0:
             k = self.domain.factor
-            wanted = scenario[:, ::k, ::k].astype(np.float64)
             if self._land_share is None:  # of each coarse cell's area
                 self._land_share = block_sum(self.world.land_mask * self.fine_area, k) / block_sum(self.fine_area, k)
-            feasible = wanted.sum(axis=0) <= self._land_share + CONSERVATION_TOLERANCE  # float32 states: rounding excess
-            error = np.abs(emulated - wanted)[:, feasible]
-            worst = float(error.max()) if error.size else 0.0
-            feasible_cells, infeasible_cells = int(feasible.sum()), int((~feasible).sum())
+            # the tolerance on the feasibility too: float32 states have a rounding excess
+            worst, feasible_cells, infeasible_cells = cells.conservation_error(emulated, scenario, k, self._land_share,
+                                                                               CONSERVATION_TOLERANCE)
         reports = self.comm.allgather((worst, feasible_cells, infeasible_cells))
-        worst = max(r[0] for r in reports)
+        worst = max((r[0] for r in reports), key=lambda w: np.inf if np.isnan(w) else w)
         feasible_cells, infeasible_cells = (sum(r[n] for r in reports) for n in (1, 2))
-        if worst > CONSERVATION_TOLERANCE:
+        if not worst <= CONSERVATION_TOLERANCE:
             raise EmulatorError(f"year {year}: land use breaks the scenario by {worst:.3g} (> {CONSERVATION_TOLERANCE}) "
                                 f"in a coarse cell")
         self.log.info("year %d: scenario conserved to %.1e in %d coarse cells%s", year, worst, feasible_cells,

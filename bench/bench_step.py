@@ -34,8 +34,8 @@ from conftest import WORLD, write_namelist  # noqa: E402
 STAGES = {
     "network (bare forward)": [("emulators.checkpoint", "Emulator", "predict_batch")],
     "tiles: weighted sums": [("inference", None, "_band_sums")],
-    "halo exchange, edges": [("inference", None, "with_halo")],
-    "blend of the tile sums": [("inference", None, "blend")],
+    "halo exchange, edges": [("inference", None, "with_halo"), ("component", None, "with_halo")],
+    "blend of the tile sums": [("inference", None, "blend"), ("component", None, "blend")],
     "input features": [("emulators.landuse", "LandUseEmulator", "inputs"), ("emulators.lai", "LaiEmulator", "inputs")],
     "scenario read": [("datasets", "WorldData", "scenario_groups_fine")],
     "drivers read": [("component", "Component", "_drivers")],

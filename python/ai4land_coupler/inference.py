@@ -237,18 +237,20 @@ def _buffer_of(inputs: np.ndarray, shape: tuple) -> np.ndarray | None:
     return None
 
 
-def _tiles(field: np.ndarray, rows: np.ndarray, cols: np.ndarray, tile: int) -> np.ndarray:
+def _tiles(field: np.ndarray, rows, cols, tile: int) -> np.ndarray:
     """The (B, C, tile, tile) tiles of a C-ordered ``field`` (C, R, W) whose first cells are
     (rows[n], cols[n]): a strided view of the field when the tiles are evenly spaced in memory
-    (a row of tiles: no copy), else a copy."""
-    if rows.max() + tile > field.shape[1] or cols.max() + tile > field.shape[2] or min(rows.min(), cols.min()) < 0:
-        raise ValueError(f"tiles of {tile} at rows {rows.tolist()}, columns {cols.tolist()} pass a field of {field.shape}")
-    offsets = rows * field.shape[2] + cols
-    spacing = int(offsets[1] - offsets[0]) if len(offsets) > 1 else 0
-    if spacing >= 0 and np.array_equal(offsets, offsets[0] + spacing * np.arange(len(offsets))):
-        item = field.strides[2]
-        return np.lib.stride_tricks.as_strided(field[:, rows[0]:, cols[0]:], (len(rows), field.shape[0], tile, tile),
-                                               (spacing * item, *field.strides[:2], item))
+    (a row of tiles: no copy), else a copy. Plain integer arithmetic: this runs between the big
+    passes, with the caches cold."""
+    rows, cols = [int(r) for r in rows], [int(c) for c in cols]
+    if max(rows) + tile > field.shape[1] or max(cols) + tile > field.shape[2] or min(rows + cols) < 0:
+        raise ValueError(f"tiles of {tile} at rows {rows}, columns {cols} pass a field of {field.shape}")
+    offsets = [r * field.shape[2] + c for r, c in zip(rows, cols)]
+    spacing = offsets[1] - offsets[0] if len(offsets) > 1 else 0
+    if field.flags.c_contiguous and spacing >= 0 and all(o == offsets[0] + n * spacing for n, o in enumerate(offsets)):
+        item = field.itemsize
+        return np.ndarray((len(rows), field.shape[0], tile, tile), field.dtype, buffer=field, offset=offsets[0] * item,
+                          strides=(spacing * item, *field.strides[:2], item))
     return np.stack([field[:, r:r + tile, c:c + tile] for r, c in zip(rows, cols)])
 
 
@@ -280,14 +282,15 @@ def _band_sums(predict_batch, field: np.ndarray, first: int, band: Band, layout:
     for k in range(0, len(band.tiles), batch_size):
         batch = band.tiles[k:k + batch_size]
         # a batch of one can take another kernel path, whose bits vary with the thread count: doubled
-        rows, cols = (np.array(c, dtype=np.int64) for c in zip(*(batch * 2 if len(batch) == 1 else batch)))
-        out = np.ascontiguousarray(predict_batch(_tiles(field, rows - first, cols, tile))[:len(batch)], dtype=np.float32)
+        rows, cols = zip(*(batch * 2 if len(batch) == 1 else batch))
+        out = predict_batch(_tiles(field, [row - first for row in rows], cols, tile))
+        out = torch.from_numpy(np.ascontiguousarray(out[:len(batch)], dtype=np.float32))
         if sums is None:
             sums = torch.zeros((out.shape[1], band.reach - top, max(lat.lon_starts) + tile))
-            weighted = torch.empty(out.shape)
-        torch.mul(torch.from_numpy(out), weights, out=weighted[:len(batch)])
+            weighted = torch.empty(out.shape[1:])  # one tile: stays in cache for the add
         for n, (row, col) in enumerate(batch):
-            sums[:, row - top:row - top + tile, col:col + tile].add_(weighted[n])
+            torch.mul(out[n], weights, out=weighted)
+            sums[:, row - top:row - top + tile, col:col + tile].add_(weighted)
     return _folded(sums.numpy(), lat)[:, :lat.nlat - top]
 
 

@@ -144,6 +144,7 @@ class Component:
         self.fine_map: np.ndarray | None = None  # this slab's rows
         self._classes: tuple | None = None  # (fine map, its one-hot classes, its OneHot, their covers): _map_classes
         self._land_share: np.ndarray | None = None  # the land share of each coarse cell of the slab
+        self._land_weights: np.ndarray | None = None
         self._landuse_started = False
         self._prefetch: _Prefetch | None = None
         self._landuse_field: np.ndarray | None = None  # this slab's land-use tile field, kept for the run
@@ -461,7 +462,7 @@ class Component:
             land = self.world.land_mask
             probs = one_hot_classes(self.fine_map)
             uncertainty = np.zeros(land.shape)
-        land_weight = land[None].astype(np.float64) if on_slab else None
+        land_weight = self._land_weight() if on_slab else None
         fields = {"landuse_fraction": (probs, None),
                   "landuse_uncertainty": (uncertainty[None] if on_slab else None, land_weight)}
         if self.config.crosswalk == "ecland":
@@ -479,6 +480,14 @@ class Component:
         self.timings["landuse"] = self.timings.get("landuse", 0.0) + time.perf_counter() - t0
         if self.config.do_dynamic_landuse and self.config.prefetch_landuse:
             self._start_prefetch(year + 1)
+
+    def _land_weight(self) -> np.ndarray:
+        """(1, rows, W) float64: 1 on this slab's land, 0 elsewhere (the weight of means over land);
+        made once."""
+        if self._land_weights is None:
+            self._land_weights = self.world.land_mask[None].astype(np.float64)
+            self._land_weights.flags.writeable = False
+        return self._land_weights
 
     def _landuse_of(self, year: int):
         """(:class:`LandUseYear`, scenario) of ``year`` on this slab (Nones off the slab ranks): from

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .comm import Communicator
-from .compiled import in_blocks, kernel
+from .compiled import in_blocks, kernel, zeros
 from .hostmap import Entries, HostMap, fine_from_host
 from .inference import Band, BandLayout
 from .partition import CellDirectory
@@ -91,16 +91,14 @@ def _add_rows(total, message, offset, positions):
 
 
 @kernel
-def _ratio(total, first, levels, shared):
-    """(levels, rows): ``total[:, first + l] / total[:, first + levels + l]`` (``+ 0`` for every level
-    when the sum of weights is ``shared``), 0 where the latter is 0."""
-    out = np.zeros((levels, total.shape[0]))
-    for row in range(total.shape[0]):
+def _ratio(total, column, shared, out, first, end):
+    """Rows [first, end) of ``out`` (levels, rows): ``total[:, column + l] / total[:, column + levels + l]``
+    (``+ 0`` for every level when the sum of weights is ``shared``), 0 where the latter is not > 0."""
+    levels = out.shape[0]
+    for row in range(first, end):
         for level in range(levels):
-            den = total[row, first + levels + (0 if shared else level)]
-            if den > 0:
-                out[level, row] = total[row, first + level] / den
-    return out
+            den = total[row, column + levels + (0 if shared else level)]
+            out[level, row] = total[row, column + level] / den if den > 0 else 0.0
 
 
 @dataclass
@@ -183,7 +181,7 @@ class HostExchange:
             return [np.zeros((len(fields), self.nlocal)) for _ in fields]
         width = [n + (1 if shared else n) for n, shared in spec]  # columns of the sums of each field
         nsums = sum(width)
-        sums = np.zeros((max((end for _, end in self.send_rows.values()), default=0), nsums))
+        sums = zeros((max((end for _, end in self.send_rows.values()), default=0), nsums))
         k = 0
         first, end = self.layout.slab_rows(self.slab)
         tasks = []  # (kernel, its arguments) per field and band: each band has its own rows of the sums
@@ -207,14 +205,15 @@ class HostExchange:
         received = self.comm.alltoallv(send, np.float64)
         if mine is not None:  # this rank's own cells: no message
             received[self.comm.rank] = sums[mine[0]:mine[1]].ravel()
-        total = np.zeros((self.nlocal, nsums))
+        total = zeros((self.nlocal, nsums))
         offsets = [0] * self.comm.size
         for _, rank, positions in self.incoming:  # band order
             _add_rows(total, received[rank], offsets[rank], positions)
             offsets[rank] += nsums * positions.size
         out, k = [], 0
         for (n, shared), columns in zip(spec, width):
-            out.append(_ratio(total, k, n, shared))
+            out.append(np.empty((n, self.nlocal)))
+            _ratio(total, k, shared, out[-1], 0, self.nlocal)  # on threads, no faster: the divisions are few
             k += columns
         return out
 

@@ -125,3 +125,12 @@ def test_borrowed_arrays_read_and_write_the_originals():
     assert _scaled_sum(values, 3.0, out) == 5
     assert out[0] == 30.0
     assert values.tolist() == [0.0, 1.0, 2.0, 3.0, 4.0]
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_zeros_writes_every_row(threads, monkeypatch):
+    monkeypatch.setattr(torch, "get_num_threads", lambda: threads)
+    for shape in [(700, 300), (1, 5), (0, 4), (9,)]:
+        np.full(shape, 7.0)  # freed memory that the new array may reuse
+        out = compiled.zeros(shape)
+        assert out.shape == shape and out.dtype == np.float64 and not out.any()

@@ -177,7 +177,7 @@ def test_landuse_prefetch_gives_the_same_bits_and_runs_in_the_background(world_d
     from ai4land_coupler.component import Component
     from ai4land_coupler.partition import Box
 
-    steps = [(2031, 1, 1, 0), (2031, 6, 1, 0), (2032, 1, 1, 0), (2032, 2, 1, 0), (2033, 1, 1, 0)]
+    steps = [(2031, 1, 1, 0), (2031, 6, 1, 0), (2032, 1, 1, 0), (2032, 2, 1, 0), (2033, 1, 1, 0), (2033, 3, 1, 0)]
 
     def run(prefetch: bool):
         nml = write_namelist(tmp_path / f"p{prefetch}.nml", world_dir, prefetch_landuse=".true." if prefetch else ".false.",
@@ -186,13 +186,13 @@ def test_landuse_prefetch_gives_the_same_bits_and_runs_in_the_background(world_d
         c.init(SerialComm(), nml)
         c.def_partition(Box(0, 0, 180, 90))
         c.enddef()
-        digests = []
+        digests, stages = [], []
         for when in steps:
             c.step(when)
             out = np.zeros((8, c.local_size))
             c.get("landuse_fraction", out)
             digests.append(hashlib.sha256(out.tobytes()).hexdigest())
-        stages = (c._prefetch.year, c._prefetch.stage) if c._prefetch else None
+            stages.append((c._prefetch.year, c._prefetch.stage) if c._prefetch else None)
         timings = dict(c.timings)
         c.finalize()
         return digests, stages, timings
@@ -200,7 +200,12 @@ def test_landuse_prefetch_gives_the_same_bits_and_runs_in_the_background(world_d
     on, stages, timings = run(True)
     off, none, plain = run(False)
     assert on == off and len(set(on)) == 3  # three years, three different maps
-    assert stages == (2034, "sums") and none is None  # after 2033, the network for 2034 is under way
+    # The first boundary starts 2032 at once (no step within a year seen yet); later boundaries
+    # leave the start of next year's to the next step.
+    assert stages[0] == (2032, "sums") and stages[1][0] == 2032  # its network may have ended by 2031-06
+    assert stages[2] is None and stages[3] == (2033, "sums")
+    assert stages[4] is None and stages[5] == (2034, "sums")
+    assert none == [None] * len(steps)
     assert timings["landuse_background"] > 0 and "landuse_background" not in plain
 
 

@@ -65,7 +65,9 @@ def _local(call: str):
 
 class _Prefetch:
     """Next year's land use, computed while the host integrates this year: it depends only on the
-    scenario and this year's map. Two background stages: the network ("sums"), then, after the
+    scenario and this year's map. It starts at the first step after the year boundary (the
+    scenario read, the inputs and their halo on the host's thread), or at the boundary itself for
+    a host that steps once a year. Two background stages: the network ("sums"), then, after the
     tile sums are blended at a later step, the projection and allocation ("post"). The background
     threads never call MPI; every collective stays on the host's thread."""
 
@@ -147,6 +149,8 @@ class Component:
         self._land_weights: np.ndarray | None = None
         self._landuse_started = False
         self._prefetch: _Prefetch | None = None
+        self._prefetch_due: int | None = None  # the year whose prefetch the next step starts
+        self._steps_in_year = 0  # steps since the last year boundary
         self._landuse_field: np.ndarray | None = None  # this slab's land-use tile field, kept for the run
         self.fine_lai: np.ndarray | None = None
         self._lai_months: dict[tuple[int, int], tuple] = {}  # daily cadence: (year, month) → emulated LAI, host fields
@@ -281,10 +285,16 @@ class Component:
             self._lai_months.clear()  # emulated under last year's land use
             self._advance_landuse(events)
             changed.update(("landuse_fraction", "landuse_uncertainty", *crosswalks.landuse_fields(self.config.crosswalk)))
+            self._steps_in_year = 0
+        else:
+            self._steps_in_year += 1
         if events.new_lai_period and self.config.do_dynamic_lai:
             self._advance_lai(events)
             lai_fields = set(self.crosswalk_levels) - set(crosswalks.landuse_fields(self.config.crosswalk))
             changed.update(("lai", "lai_per_class", *lai_fields))
+        if self._prefetch_due is not None and not events.new_year:
+            year, self._prefetch_due = self._prefetch_due, None
+            self._start_prefetch(year)
         self._puts.clear()
         return changed
 
@@ -444,7 +454,8 @@ class Component:
         (next year's prior and the history) is their demand-constrained allocation
         (:meth:`LandUseEmulator.allocate`); the uncertainty is the
         normalised entropy of the probabilities, averaged over the land of each host cell.
-        With ``prefetch_landuse``, next year's is then started in the background (:class:`_Prefetch`)."""
+        With ``prefetch_landuse``, next year's is then started in the background (:class:`_Prefetch`):
+        by the next step when the host steps within the year, else at once."""
         year = events.date.year
         on_slab = self.slab >= 0
         if not self._landuse_started:
@@ -479,7 +490,12 @@ class Component:
                 self.history.write_landuse(events.date, fine_map, fine_uncertainty)
         self.timings["landuse"] = self.timings.get("landuse", 0.0) + time.perf_counter() - t0
         if self.config.do_dynamic_landuse and self.config.prefetch_landuse:
-            self._start_prefetch(year + 1)
+            # A host that steps within the year: the next step starts it, and the boundary step stays
+            # short (the host waits there for nothing but this year's blend, check and means).
+            if self._steps_in_year > 0:
+                self._prefetch_due = year + 1
+            else:
+                self._start_prefetch(year + 1)
 
     def _land_weight(self) -> np.ndarray:
         """(1, rows, W) float64: 1 on this slab's land, 0 elsewhere (the weight of means over land);

@@ -232,3 +232,55 @@ def test_blend_weights_are_every_tile_weight_on_the_cell(wrap):
     np.testing.assert_allclose(blended, whole, rtol=1e-6)  # float32, as the sums they divide
     assert blended.dtype == np.float32
     assert blended.min() > 0 and not layout.blend_weights(layout.bands[0]).flags.writeable
+
+
+@pytest.mark.parametrize("wrap", [True, False])
+def test_blend_adds_each_band_s_sums_to_zeros_in_band_order_to_the_bit(wrap):
+    layout = make_layout(50, 40, tile=32, overlap=0.5, wrap_lon=wrap, band_rows=16, n_slabs=1)
+    rng = np.random.default_rng(9)
+    sums = {}
+    for band in layout.bands:
+        if band.tiles:
+            block = rng.normal(size=(2, min(band.reach, 50) - band.rows[0], 40)).astype(np.float32)
+            block[:, :2, :3] = -0.0  # 0 + (-0) is +0
+            sums[band.index] = block
+    want = np.zeros((2, 50, 40), np.float32)
+    for dest in layout.bands:
+        rows = slice(*dest.rows)
+        for source in sorted(sums):  # band order
+            first, end = max(layout.bands[source].rows[0], dest.rows[0]), min(layout.bands[source].reach, dest.rows[1])
+            if first < end:
+                want[:, first:end] += sums[source][:, first - layout.bands[source].rows[0]:end - layout.bands[source].rows[0]]
+        want[:, rows] /= layout.blend_weights(dest)
+    got = inference.blend(sums, layout, comm=SerialComm(), slab=0, slab_ranks=[0])
+    assert np.array_equal(got.view(np.int32), want.view(np.int32))
+    assert np.signbit(want).sum() > 0 and not np.signbit(want[:, :2, :3]).any()
+
+
+@pytest.mark.parametrize("wrap", [True, False])
+@pytest.mark.parametrize("band_rows", [16, 40])  # one row of tiles per band, or two
+def test_band_sums_add_each_weighted_tile_to_zeros_in_tile_order_to_the_bit(band_rows, wrap):
+    layout = make_layout(50, 40, tile=32, overlap=0.5, wrap_lon=wrap, band_rows=band_rows, n_slabs=1)
+    rng = np.random.default_rng(13)
+    field = rng.normal(size=(1, 80, 72)).astype(np.float32)
+
+    def predict_batch(x):  # a stand-in network: its output has some -0
+        y = np.concatenate([x, -x], axis=1).astype(np.float32)
+        y[:, :, :3, :3] = -0.0
+        return y
+    weights = gaussian_weights(32)
+    for band in layout.bands:
+        got = inference._band_sums(predict_batch, field, 0, band, layout, batch_size=3)
+        if not band.tiles:
+            assert got is None
+            continue
+        want = np.zeros((2, band.reach - band.rows[0], max(layout.lattice.lon_starts) + 32), np.float32)
+        for row, col in band.tiles:
+            tile = predict_batch(field[None, :, row:row + 32, col:col + 32])[0]
+            want[:, row - band.rows[0]:row - band.rows[0] + 32, col:col + 32] += tile * weights
+        if wrap:
+            want[:, :, :want.shape[2] - 40] += want[:, :, 40:]  # the wrapped columns folded back
+        want = want[:, :50 - band.rows[0], :40]
+        assert np.array_equal(got.view(np.int32), want.view(np.int32))
+        if not wrap and band.rows[0] == 0:  # a tile's -0 where no other tile adds: 0 + (-0) is +0
+            assert not np.signbit(got[:, :3, :3]).any()

@@ -278,6 +278,8 @@ def _band_sums(predict_batch, field: np.ndarray, first: int, band: Band, layout:
     tile = lat.tile
     weights = _weights_tensor(tile)
     top = band.rows[0]
+    one_row = all(row == top for row, _ in band.tiles)  # then the tiles cover the columns in turn
+    covered = 0  # with one row of tiles: the columns [0, covered) hold a sum
     sums = weighted = None
     for k in range(0, len(band.tiles), batch_size):
         batch = band.tiles[k:k + batch_size]
@@ -286,11 +288,23 @@ def _band_sums(predict_batch, field: np.ndarray, first: int, band: Band, layout:
         out = predict_batch(_tiles(field, [row - first for row in rows], cols, tile))
         out = torch.from_numpy(np.ascontiguousarray(out[:len(batch)], dtype=np.float32))
         if sums is None:
-            sums = torch.zeros((out.shape[1], band.reach - top, max(lat.lon_starts) + tile))
+            shape = (out.shape[1], band.reach - top, max(lat.lon_starts) + tile)
+            sums = torch.empty(shape) if one_row else torch.zeros(shape)
             weighted = torch.empty(out.shape[1:])  # one tile: stays in cache for the add
         for n, (row, col) in enumerate(batch):
             torch.mul(out[n], weights, out=weighted)
-            sums[:, row - top:row - top + tile, col:col + tile].add_(weighted)
+            if not one_row:
+                sums[:, row - top:row - top + tile, col:col + tile].add_(weighted)
+                continue
+            # Columns no tile has reached yet get 0 + the tile (one pass, the same bits as adding
+            # it to zeros: -0 becomes +0); the others add it.
+            sums[:, :, covered:col].zero_()  # a gap between tiles
+            overlap = max(min(covered, col + tile) - col, 0)
+            sums[:, :, col:col + overlap].add_(weighted[:, :, :overlap])
+            torch.add(weighted[:, :, overlap:], 0.0, out=sums[:, :, col + overlap:col + tile])
+            covered = max(covered, col + tile)
+    if one_row:
+        sums[:, :, covered:].zero_()
     return _folded(sums.numpy(), lat)[:, :lat.nlat - top]
 
 
@@ -432,9 +446,15 @@ def blend(sums: dict[int, np.ndarray], layout: BandLayout, *, comm: Communicator
         levels = parts[0][2].shape[0]
         if out is None:
             out = np.empty((levels, bands[-1].rows[1] - top, nlon), dtype=np.float32)
-        total = torch.from_numpy(out[:, dest.rows[0] - top:dest.rows[1] - top]).zero_()  # torch's threads
-        for _, first, block in parts:  # canonical order: source band
-            total[:, first - dest.rows[0]:first - dest.rows[0] + block.shape[1]].add_(torch.from_numpy(block))
+        total = torch.from_numpy(out[:, dest.rows[0] - top:dest.rows[1] - top])  # on torch's threads
+        for n, (_, first, block) in enumerate(parts):  # canonical order: source band
+            rows = slice(first - dest.rows[0], first - dest.rows[0] + block.shape[1])
+            if n == 0:  # 0 + block, in one pass: the same bits as adding it to zeros (-0 becomes +0)
+                total[:, :rows.start].zero_()
+                torch.add(torch.from_numpy(block), 0.0, out=total[:, rows])
+                total[:, rows.stop:].zero_()
+            else:
+                total[:, rows].add_(torch.from_numpy(block))
         total.div_(layout.blend_weights(dest, tensor=True))
     return out
 

@@ -189,12 +189,18 @@ def test_tiles_are_views_of_the_completed_field_with_the_edge_rules(wrap, shape)
         inference._tiles(completed, np.array([completed.shape[1] - 31]), np.array([0]), 32)
 
 
+def _written_buffer(channels: int, seed: int, wrap: bool):
+    """(a 50x40 field, its one-slab layout with tiles of 32, its field buffer with the field written in)."""
+    field = np.random.default_rng(seed).normal(size=(channels, 50, 40)).astype(np.float32)
+    layout = make_layout(50, 40, tile=32, overlap=0.5, wrap_lon=wrap, band_rows=50, n_slabs=1)
+    buffer = field_buffer(layout, 0, channels)
+    buffer[:, :50, :40] = field
+    return field, layout, buffer
+
+
 @pytest.mark.parametrize("wrap", [True, False])
 def test_a_field_completed_again_for_some_channels_keeps_the_others(wrap):
-    field = np.random.default_rng(5).normal(size=(4, 50, 40)).astype(np.float32)
-    layout = make_layout(50, 40, tile=32, overlap=0.5, wrap_lon=wrap, band_rows=50, n_slabs=1)
-    buffer = field_buffer(layout, 0, 4)
-    buffer[:, :50, :40] = field
+    field, layout, buffer = _written_buffer(4, 5, wrap)
     first = with_halo(buffer[:, :50, :40], layout, comm=SerialComm(), slab=0, slab_ranks=[0]).copy()
     buffer[[0, 2], :50, :40] += 1.0  # a new year of two channels
     buffer[1, :, 40:] = -5.0  # not completed again: stays
@@ -209,10 +215,7 @@ def test_a_field_completed_again_for_some_channels_keeps_the_others(wrap):
 
 @pytest.mark.parametrize("wrap", [True, False])
 def test_inputs_written_into_the_field_buffer_are_completed_in_place(wrap):
-    field = np.random.default_rng(4).normal(size=(3, 50, 40)).astype(np.float32)
-    layout = make_layout(50, 40, tile=32, overlap=0.5, wrap_lon=wrap, band_rows=50, n_slabs=1)
-    buffer = field_buffer(layout, 0, 3)
-    buffer[:, :50, :40] = field
+    field, layout, buffer = _written_buffer(3, 4, wrap)
     completed = with_halo(buffer[:, :50, :40], layout, comm=SerialComm(), slab=0, slab_ranks=[0])
     assert completed is buffer
     assert np.array_equal(completed, with_halo(field, layout, comm=SerialComm(), slab=0, slab_ranks=[0]))

@@ -444,32 +444,3 @@ def test_tiling_leaves_no_seam_in_the_shipped_land_use_map(world_dir):
     diff = np.abs(tiled - whole).max(axis=0)[land]
     assert np.median(diff) < 1e-6 and diff.max() < 0.1
     assert np.array_equal(tiled.argmax(axis=0)[land], whole.argmax(axis=0)[land])
-
-
-def test_predict_batch_runs_a_frozen_graph_per_batch_shape_with_the_network_s_bits(monkeypatch, caplog):
-    emu = _landuse()
-    x = np.random.default_rng(7).normal(size=(3, emu.in_channels, 32, 32)).astype(np.float32)
-    network = emu.inference_network()
-    with torch.inference_mode():
-        eager = network(torch.from_numpy(x).contiguous(memory_format=torch.channels_last)).contiguous().numpy()
-    first = emu.predict_batch(x)
-    graphs = emu._network[2]
-    assert list(graphs) == [x.shape] and isinstance(graphs[x.shape], torch.jit.ScriptModule)
-    for _ in range(3):  # the graph executor optimises after its first runs
-        assert np.array_equal(emu.predict_batch(x).view(np.int32), eager.view(np.int32))
-    assert np.array_equal(first.view(np.int32), eager.view(np.int32))
-    assert np.array_equal(emu.predict_batch(x[:1]), eager[:1]) and len(graphs) == 2
-    weight = next(emu.model.parameters())
-    with torch.no_grad():
-        weight.mul_(1.5)  # new weights: a new network and new graphs
-    assert not np.array_equal(emu.predict_batch(x), eager) and list(emu._network[2]) == [x.shape]
-
-    def no_trace(*args, **kwargs):
-        raise RuntimeError("tracing is not supported here")
-    monkeypatch.setattr(torch.jit, "trace", no_trace)
-    with torch.no_grad():
-        weight.div_(1.5)
-    with caplog.at_level("WARNING", logger="ai4land.emulators"):
-        fallback = emu.predict_batch(x)
-    assert "no TorchScript graph" in caplog.text and emu._network[2][x.shape] is emu.inference_network()
-    np.testing.assert_allclose(fallback, eager, rtol=1e-6)

@@ -7,8 +7,6 @@ version and the sha256 of the weights file (checked on load).
 from __future__ import annotations
 
 import json
-import logging
-import warnings
 from importlib import metadata
 from pathlib import Path
 
@@ -20,8 +18,6 @@ from torch import nn
 
 from ..datasets import sha256_file
 from ..errors import EmulatorError
-
-log = logging.getLogger("ai4land.emulators")
 
 FORMAT = "ai4land-emulator"
 FORMAT_VERSION = 1
@@ -185,11 +181,10 @@ class Emulator:
         network = self.inference_network()
         device = next(network.parameters()).device
         try:
-            run = network if self.precision == "bf16" else self._graph(x.shape, device)
             # channels-last: oneDNN's fastest layout, the same bits at any thread count
             with torch.inference_mode(), torch.autocast(device.type, torch.bfloat16, enabled=self.precision == "bf16"):
                 batch = torch.from_numpy(x).to(device).contiguous(memory_format=torch.channels_last)
-                return run(batch).float().contiguous().cpu().numpy()
+                return network(batch).float().contiguous().cpu().numpy()
         except Exception as exc:
             raise EmulatorError(f"{self.name}: inference failed on a batch of shape {x.shape}: {exc}") from exc
 
@@ -198,27 +193,8 @@ class Emulator:
         made again whenever a parameter or buffer of :attr:`model` has changed (training, loading)."""
         key = tuple((id(t), t.data_ptr(), t._version) for t in _tensors_of(self.model))  # a new device: new data
         if self._network is None or self._network[0] != key:
-            self._network = (key, self.model.folded().to(memory_format=torch.channels_last).eval(), {})
+            self._network = (key, self.model.folded().to(memory_format=torch.channels_last))
         return self._network[1]
-
-    def _graph(self, shape: tuple, device: torch.device):
-        """:meth:`inference_network` as a frozen TorchScript graph for batches of ``shape`` (traced at
-        the first such batch, about a second; kept with the network). It runs the same ATen
-        operations without Python between them: the same bits, and the land-use forward about 1.4×
-        faster on 2 CPU threads. Where tracing fails, the network itself (logged once)."""
-        network = self.inference_network()
-        graphs = self._network[2]
-        if shape not in graphs:
-            example = torch.zeros(shape, device=device).contiguous(memory_format=torch.channels_last)
-            try:
-                with torch.no_grad(), warnings.catch_warnings():
-                    warnings.simplefilter("ignore")  # the tracer's notes on Python values it records
-                    graphs[shape] = torch.jit.freeze(torch.jit.trace(network, example))
-            except Exception as exc:  # noqa: BLE001 - the network runs as it is
-                log.warning("%s: no TorchScript graph for batches of %s (%s); running the network itself",
-                            self.name, shape, exc)
-                graphs[shape] = network
-        return graphs[shape]
 
     @staticmethod
     def finish(raw: np.ndarray) -> np.ndarray:

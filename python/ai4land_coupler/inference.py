@@ -298,12 +298,15 @@ def _band_sums(predict_batch, field: np.ndarray, first: int, band: Band, layout:
                 continue
             # Columns no tile has reached yet get 0 + the tile (one pass, the same bits as adding
             # it to zeros: -0 becomes +0); the others add it.
-            sums[:, :, covered:col].zero_()  # a gap between tiles
+            if covered < col:  # a gap between tiles (each torch call costs some µs, even on nothing)
+                sums[:, :, covered:col].zero_()
             overlap = max(min(covered, col + tile) - col, 0)
-            sums[:, :, col:col + overlap].add_(weighted[:, :, :overlap])
-            torch.add(weighted[:, :, overlap:], 0.0, out=sums[:, :, col + overlap:col + tile])
+            if overlap:
+                sums[:, :, col:col + overlap].add_(weighted[:, :, :overlap])
+            if overlap < tile:
+                torch.add(weighted[:, :, overlap:], 0.0, out=sums[:, :, col + overlap:col + tile])
             covered = max(covered, col + tile)
-    if one_row:
+    if one_row and covered < sums.shape[2]:
         sums[:, :, covered:].zero_()
     return _folded(sums.numpy(), lat)[:, :lat.nlat - top]
 
@@ -450,9 +453,11 @@ def blend(sums: dict[int, np.ndarray], layout: BandLayout, *, comm: Communicator
         for n, (_, first, block) in enumerate(parts):  # canonical order: source band
             rows = slice(first - dest.rows[0], first - dest.rows[0] + block.shape[1])
             if n == 0:  # 0 + block, in one pass: the same bits as adding it to zeros (-0 becomes +0)
-                total[:, :rows.start].zero_()
+                if rows.start > 0:
+                    total[:, :rows.start].zero_()
                 torch.add(torch.from_numpy(block), 0.0, out=total[:, rows])
-                total[:, rows.stop:].zero_()
+                if rows.stop < total.shape[1]:
+                    total[:, rows.stop:].zero_()
             else:
                 total[:, rows].add_(torch.from_numpy(block))
         total.div_(layout.blend_weights(dest, tensor=True))

@@ -81,24 +81,26 @@ class OneHot:
 
 
 @kernel
-def _add_rows(total, message, offset, positions):
-    """``total[positions[i]] += message[offset + i·width : …]``, width = total's row length."""
-    width = total.shape[1]
-    for i in range(positions.size):
-        row = positions[i]
-        for k in range(width):
-            total[row, k] += message[offset + i * width + k]
-
-
-@kernel
-def _ratio(total, column, shared, out, first, end):
-    """Rows [first, end) of ``out`` (levels, rows): ``total[:, column + l] / total[:, column + levels + l]``
-    (``+ 0`` for every level when the sum of weights is ``shared``), 0 where the latter is not > 0."""
-    levels = out.shape[0]
-    for row in range(first, end):
-        for level in range(levels):
-            den = total[row, column + levels + (0 if shared else level)]
-            out[level, row] = total[row, column + level] / den if den > 0 else 0.0
+def _cell_means(flat, base, cell_start, contrib_rank, contrib_row, nsums, column, levels, shared, out_row, out,
+                first, end):
+    """Cells [first, end) of ``out``: each cell's sums, the rows of its contributions added to 0 in
+    band order (cell c's are [cell_start[c], cell_start[c + 1]): row ``contrib_row`` of the message
+    of rank ``contrib_rank``, which starts at ``base[rank]`` of ``flat``, rows of ``nsums``); then for
+    each field f, ``out[out_row[f] + l, c]`` = its sum of values over its sum of weights (columns
+    from ``column[f]``: ``levels[f]`` sums of values, then one sum of weights if ``shared[f]``, else
+    one per level), 0 where that is not > 0."""
+    total = np.empty(nsums)
+    for cell in range(first, end):
+        total[:] = 0.0
+        for j in range(cell_start[cell], cell_start[cell + 1]):
+            start = base[contrib_rank[j]] + contrib_row[j] * nsums
+            for k in range(nsums):
+                total[k] += flat[start + k]
+        for f in range(column.size):
+            c, n = column[f], levels[f]
+            for level in range(n):
+                den = total[c + n + (0 if shared[f] else level)]
+                out[out_row[f] + level, cell] = total[c + level] / den if den > 0 else 0.0
 
 
 @dataclass
@@ -167,6 +169,18 @@ class HostExchange:
                 self.incoming.append((band, rank, message[k + 2:k + 2 + count]))
                 k += 2 + count
         self.incoming.sort(key=lambda item: item[0])  # canonical order: band
+        # Each local cell's contributions, in band order: (sending rank, row of that rank's message).
+        rows_before = np.zeros(comm.size, dtype=np.int64)
+        cell, rank_of, row_of = [np.empty(0, np.int64)], [np.empty(0, np.int64)], [np.empty(0, np.int64)]
+        for _, rank, positions in self.incoming:
+            cell.append(positions)
+            rank_of.append(np.full(positions.size, rank, dtype=np.int64))
+            row_of.append(rows_before[rank] + np.arange(positions.size))
+            rows_before[rank] += positions.size
+        cell = np.concatenate(cell)
+        order = np.argsort(cell, kind="stable")
+        self.cell_start = np.concatenate([[0], np.cumsum(np.bincount(cell, minlength=self.nlocal))]).astype(np.int64)
+        self.contrib_rank, self.contrib_row = np.concatenate(rank_of)[order], np.concatenate(row_of)[order]
 
     def means(self, fields: list[tuple[np.ndarray | None, np.ndarray | None]]) -> list[np.ndarray]:
         """For each (values (L or 1, rows, W), weights (L or 1, rows, W), :class:`OneHot` or None) on
@@ -205,17 +219,15 @@ class HostExchange:
         received = self.comm.alltoallv(send, np.float64)
         if mine is not None:  # this rank's own cells: no message
             received[self.comm.rank] = sums[mine[0]:mine[1]].ravel()
-        total = zeros((self.nlocal, nsums))
-        offsets = [0] * self.comm.size
-        for _, rank, positions in self.incoming:  # band order
-            _add_rows(total, received[rank], offsets[rank], positions)
-            offsets[rank] += nsums * positions.size
-        out, k = [], 0
-        for (n, shared), columns in zip(spec, width):
-            out.append(np.empty((n, self.nlocal)))
-            _ratio(total, k, shared, out[-1], 0, self.nlocal)  # on threads, no faster: the divisions are few
-            k += columns
-        return out
+        flat = received[0] if len(received) == 1 else np.concatenate(received)
+        base = np.concatenate([[0], np.cumsum([r.size for r in received])[:-1]]).astype(np.int64)
+        levels = np.array([n for n, _ in spec], dtype=np.int64)
+        out_row = np.concatenate([[0], np.cumsum(levels)[:-1]]).astype(np.int64)
+        out = np.empty((int(levels.sum()), self.nlocal))
+        in_blocks(_cell_means, self.nlocal, flat, base, self.cell_start, self.contrib_rank, self.contrib_row, nsums,
+                  np.concatenate([[0], np.cumsum(width)[:-1]]).astype(np.int64), levels,
+                  np.array([shared for _, shared in spec]), out_row, out)
+        return [out[first:first + n] for first, n in zip(out_row.tolist(), levels.tolist())]
 
     def to_fine(self, host: np.ndarray) -> np.ndarray | None:
         """Host values (L, local cells) → (L, rows, W) on this rank's slab (None without one), each fine

@@ -349,6 +349,7 @@ class Component:
             hh, mm, ss = (int(float(v)) for v in time_of_day.split(":"))
             self.clock.current = self.clock.date(y, m, d, hh * 3600 + mm * 60 + ss)
         self._landuse_started = state["landuse_started"]
+        self._prefetch_due, self._steps_in_year = None, 0  # a prefetch is for the run it was started in
         self.fine_map, self.fine_lai = state["fine_map"], state["fine_lai"]
         self._lai_months = dict(state["lai_months"])
         self._fields = dict(state["fields"])

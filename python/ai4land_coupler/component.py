@@ -440,6 +440,12 @@ class Component:
         return with_halo(inputs, self.layout, comm=self.comm, slab=self.slab, slab_ranks=self.runtime.inference_ranks,
                          channels=changing)
 
+    def _landuse_sums(self, field: np.ndarray | None) -> dict:
+        """The land-use network's tile sums of this slab's bands from its tile field
+        (:func:`.inference.slab_sums`); no communication, so it may run in a background thread."""
+        em = self.landuse_emulator
+        return slab_sums(em.predict_batch if em is not None else None, field, self.layout, slab=self.slab)
+
     def _initial_map(self, year: int) -> np.ndarray:
         earlier = [y for y in self.world.years if y < year]
         first = earlier[-1] if earlier else min(self.world.years)
@@ -516,11 +522,9 @@ class Component:
             return collective(self.comm, prefetch.result)
         if prefetch is not None:  # of another year: its network may still read the tile field written below
             prefetch.wait()
-        em = self.landuse_emulator
         scenario = collective(self.comm, lambda: self.world.scenario_groups_fine(year) if self.slab >= 0 else None)
         field = self._landuse_tiles_field(scenario)
-        sums = collective(self.comm, lambda: slab_sums(em.predict_batch if em is not None else None, field, self.layout,
-                                                        slab=self.slab))
+        sums = collective(self.comm, lambda: self._landuse_sums(field))
         raw = blend(sums, self.layout, comm=self.comm, slab=self.slab, slab_ranks=self.runtime.inference_ranks)
         return collective(self.comm, lambda: self._landuse_post(raw, scenario))
 
@@ -539,12 +543,10 @@ class Component:
         have = self.comm.allgather(year in self.world.scenario_years if on_slab else None)
         if not any(h for h in have if h is not None):
             return
-        em = self.landuse_emulator
         scenario = collective(self.comm, lambda: self.world.scenario_groups_fine(year) if on_slab else None)
         field = self._landuse_tiles_field(scenario)
         self._prefetch = _Prefetch(year, scenario)
-        self._prefetch.run(lambda: slab_sums(em.predict_batch if em is not None else None, field, self.layout,
-                                             slab=self.slab), self.timings)
+        self._prefetch.run(lambda: self._landuse_sums(field), self.timings)
 
     def _poll_prefetch(self) -> None:
         """At a step: once the network has finished on every rank, blend its output (collective) and

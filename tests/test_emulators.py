@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import pickle
 import re
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ from ai4land_coupler.datasets import BIOCLIM_NAMES, CLASS_CODES, STATIC_NAMES, W
 from ai4land_coupler.emulators import (LANDUSE_CLASSES, SHIPPED, WEIGHTS_DIR, LaiEmulator, LandUseEmulator, UNet,
                                        load_emulator)
 from ai4land_coupler.datasets import group_shares
+from ai4land_coupler.emulators import unet
 from ai4land_coupler.emulators.lai import lai_features
 from ai4land_coupler.emulators.landuse import one_hot_classes
 from ai4land_coupler.errors import EmulatorError
@@ -374,6 +376,34 @@ def test_the_inference_network_follows_every_change_of_the_model():
     np.testing.assert_allclose(moved, expected, rtol=0, atol=1e-5 * np.abs(expected).max())
     emulator.model.head.bias = torch.nn.Parameter(emulator.model.head.bias.detach() - 1.0)  # a new tensor object
     np.testing.assert_allclose(emulator.predict_batch(x), moved - 1.0, rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("kind, name", [("landuse", "landuse_unet_v1"), ("lai", "lai_unet_v1")])
+def test_the_fused_convolutions_give_the_bits_of_the_three_steps_at_any_thread_count(kind, name):
+    """The folded network's convolutions with their shift and leaky ReLU (ConvShiftLeaky) run as one
+    oneDNN pass: the same bits as convolution, shift and activation in turn (the path without the
+    fused operator, or under autograd), at 1 and 2 threads."""
+    emulator = load_emulator(kind, name)
+    network = emulator.inference_network()
+    fused = [m for m in network.modules() if isinstance(m, unet.ConvShiftLeaky)]
+    assert len(fused) == (7 if kind == "landuse" else 14)  # conv1 of each block; conv2 too without FiLM
+    x = torch.from_numpy(np.random.default_rng(1).normal(size=(3, emulator.in_channels, 64, 64)).astype(np.float32))
+    x = x.contiguous(memory_format=torch.channels_last)
+    threads = torch.get_num_threads()
+    outputs = []
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            with torch.inference_mode():
+                assert all(m.fused(x) for m in fused)
+                outputs.append(network(x))
+            with torch.no_grad(), mock.patch.object(unet.ConvShiftLeaky, "fused", lambda self, x: False):
+                outputs.append(network(x))
+    finally:
+        torch.set_num_threads(threads)
+    for other in outputs[1:]:
+        assert torch.equal(other, outputs[0])
+    assert outputs[0].abs().max() > 0.1
 
 
 @pytest.mark.parametrize("kind, name", [("landuse", "landuse_unet_v1"), ("lai", "lai_unet_v1")])

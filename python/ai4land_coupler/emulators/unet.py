@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+LEAKY_SLOPE = 0.1  # of every leaky ReLU
+
 
 class MatmulConv1x1(nn.Conv2d):
     """1×1 convolution as one matrix product over the pixels (the rows of a channels-last tensor).
@@ -62,7 +64,7 @@ class FiLM(nn.Module):
         self.register_buffer("identity_shift", torch.cat([torch.ones(channels), torch.zeros(channels)]), persistent=False)
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        hidden = F.leaky_relu(self.hidden(cond), 0.1, inplace=not self.training)
+        hidden = F.leaky_relu(self.hidden(cond), LEAKY_SLOPE, inplace=not self.training)
         gamma, beta = self.out(hidden, shift=self.identity_shift).chunk(2, dim=1)
         return torch.addcmul(beta, x, gamma)  # gamma holds 1 + γ
 
@@ -88,16 +90,43 @@ class FiLM(nn.Module):
             layer.train(self.training)
 
 
-class Shift(nn.Module):
-    """``x += shift`` per channel, in place: what is left of a BatchNorm folded into the convolution
-    before it (:meth:`DoubleConv.fold_batchnorm`)."""
+def _fused_convolution():
+    """oneDNN's convolution with a bias and an activation applied as it writes its output (torch's
+    CPU builds with mkldnn, which the inductor compiler uses), or None where torch has none."""
+    try:
+        return torch.ops.mkldnn._convolution_pointwise.default
+    except (AttributeError, RuntimeError):
+        return None
 
-    def __init__(self, shift: torch.Tensor):
+
+_FUSED_CONVOLUTION = _fused_convolution()
+
+
+class ConvShiftLeaky(nn.Module):
+    """For inference: a convolution without bias, then ``+ shift`` per channel (what is left of a
+    BatchNorm folded into it, :meth:`DoubleConv.fold_batchnorm`), then the leaky ReLU, in one pass
+    over the features: oneDNN's fused convolution on the CPU in float32 without autograd, else the
+    three in turn. The same bits either way, and at any thread count (``tests/test_emulators.py``);
+    the fused pass saves writing and reading the features twice (the land-use forward 1.1×, LAI
+    1.2× faster here)."""
+
+    def __init__(self, conv: nn.Conv2d, shift: torch.Tensor):
         super().__init__()
-        self.register_buffer("shift", shift.detach().clone().view(1, -1, 1, 1))
+        self.conv = conv
+        self.register_buffer("shift", shift.detach().clone().view(-1))
+
+    def fused(self, x: torch.Tensor) -> bool:
+        """Whether :meth:`forward` takes oneDNN's fused convolution for ``x``."""
+        return (_FUSED_CONVOLUTION is not None and x.device.type == "cpu" and x.dtype == torch.float32
+                and self.conv.weight.dtype == torch.float32 and not torch.is_grad_enabled()
+                and not torch.is_autocast_enabled("cpu"))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.add_(self.shift)
+        c = self.conv
+        if self.fused(x):
+            return _FUSED_CONVOLUTION(x, c.weight, self.shift, list(c.padding), list(c.stride), list(c.dilation),
+                                      c.groups, "leaky_relu", [LEAKY_SLOPE], "")
+        return F.leaky_relu(c(x).add_(self.shift.view(1, -1, 1, 1)), LEAKY_SLOPE, inplace=True)
 
 
 class DoubleConv(nn.Module):
@@ -112,10 +141,11 @@ class DoubleConv(nn.Module):
     @torch.no_grad()
     def fold_batchnorm(self) -> None:
         """Fold the BatchNorms (their running statistics) into the weights, for inference only: each
-        one's scale into the convolution before it, its shift into a :class:`Shift` or, before a
-        FiLM, into the FiLM's β (γ ⊙ (s·y + t) + β = γ ⊙ (s·y) + (β + t ⊙ γ), and γ, β are linear in
-        the FiLM's hidden features). The same function to rounding; two passes fewer over the
-        features, and convolutions without bias, whose bits do not depend on the thread count."""
+        one's scale into the convolution before it, its shift into a :class:`ConvShiftLeaky` with
+        that convolution or, before a FiLM, into the FiLM's β (γ ⊙ (s·y + t) + β = γ ⊙ (s·y) + (β +
+        t ⊙ γ), and γ, β are linear in the FiLM's hidden features). The same function to rounding;
+        passes fewer over the features, and convolutions without bias, whose bits do not depend on
+        the thread count."""
         for conv, norm in ((self.conv1, self.norm1), (self.conv2, self.norm2)):
             scale = norm.weight / torch.sqrt(norm.running_var + norm.eps)
             shift = norm.bias - norm.running_mean * scale
@@ -128,17 +158,22 @@ class DoubleConv(nn.Module):
                 out.bias[c:] += shift * (out.bias[:c] + 1.0)
                 self.norm2 = nn.Identity()
             elif norm is self.norm1:
-                self.norm1 = Shift(shift)
+                self.conv1, self.norm1 = ConvShiftLeaky(conv, shift), nn.Identity()
             else:
-                self.norm2 = Shift(shift)
+                self.conv2, self.norm2 = ConvShiftLeaky(conv, shift), nn.Identity()
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         inplace = not self.training  # autograd keeps the unactivated tensors
-        x = F.leaky_relu(self.norm1(self.conv1(x)), 0.1, inplace=inplace)
-        x = self.norm2(self.conv2(x))
+        x = self.conv1(x)
+        if not isinstance(self.conv1, ConvShiftLeaky):  # folded: it applies the norm and the activation
+            x = F.leaky_relu(self.norm1(x), LEAKY_SLOPE, inplace=inplace)
+        x = self.conv2(x)
+        if isinstance(self.conv2, ConvShiftLeaky):
+            return x
+        x = self.norm2(x)
         if self.film is not None:
             x = self.film(x, cond)
-        return F.leaky_relu(x, 0.1, inplace=inplace)
+        return F.leaky_relu(x, LEAKY_SLOPE, inplace=inplace)
 
 
 class UNet(nn.Module):

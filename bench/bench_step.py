@@ -3,12 +3,21 @@
     python bench/bench_step.py [--threads 2] [--repeats 5]
 
 The coupled step is what the host waits for in ``Component.step``: the input features, the halo
-and tile-sum exchanges, the Gaussian blend, for land use the cell work (the softmax, the
-projection on the scenario, the allocation and the entropy, in one pass) and the conservation
-check, and the host-grid means. The bare forward is the network
-alone on the same tiles in the same batches (``Emulator.predict_batch``), timed inside the step.
+and tile-sum exchanges, the plugin's network, the Gaussian blend, for land use the cell work (the
+softmax, the projection on the scenario, the allocation and the entropy, in one pass) and the
+conservation check, and the host-grid means. It is set against two forwards over the same tiles
+in the same batches:
+
+* the **bare PyTorch forward**: the trained model as PyTorch runs it (``Emulator.model``: eval and
+  inference mode, channels-last, its BatchNorms as trained), timed right after the step on the
+  batches the step predicted, each at its fastest of 3 runs (:func:`bare_forward`; its output
+  must match the plugin's);
+* the **plugin's network** (``Emulator.predict_batch``: the BatchNorms folded, each convolution
+  fused with its shift and activation), timed inside the step. The step over it is what the
+  coupling costs beside the network.
+
 Medians over ``repeats`` model years (a land-use step on 1 January, an LAI step on 1 February);
-the ratio is the median of the per-step ratios.
+each ratio is the median of the per-step ratios.
 
 A second table says where the median step's time goes: each stage is timed by wrapping the
 functions that do it (:data:`STAGES`), and "other" is what no stage covers.
@@ -32,7 +41,7 @@ from conftest import WORLD, write_namelist  # noqa: E402
 
 # stage → the functions that do it, as (module, owner in that module or None, name).
 STAGES = {
-    "network (bare forward)": [("emulators.checkpoint", "Emulator", "predict_batch")],
+    "network (the plugin's)": [("emulators.checkpoint", "Emulator", "predict_batch")],
     "tiles: weighted sums": [("inference", None, "_band_sums")],
     "halo exchange, edges": [("inference", None, "with_halo"), ("component", None, "with_halo")],
     "blend of the tile sums": [("inference", None, "blend"), ("component", None, "blend")],
@@ -44,7 +53,7 @@ STAGES = {
     "conservation check": [("component", "Component", "_check_conservation")],
     "host-cell means": [("component", "Component", "_means")],
 }
-NESTED = ("tiles: weighted sums", "network (bare forward)")  # the first stage holds the second
+NESTED = ("tiles: weighted sums", "network (the plugin's)")  # the first stage holds the second
 SCOPES = {"landuse": "_advance_landuse", "lai": "_advance_lai"}  # the Component method of each emulator's step
 
 
@@ -92,6 +101,50 @@ def _timed_stages(spent: dict):
             setattr(owner, name, original)
 
 
+@contextlib.contextmanager
+def _recorded_batches(batches: list):
+    """Append every (emulator, batch, output) of ``Emulator.predict_batch`` to ``batches`` (the
+    arrays themselves, not copies). Unwrapped on exit."""
+    from ai4land_coupler.emulators.checkpoint import Emulator
+
+    original = Emulator.predict_batch
+
+    @functools.wraps(original)
+    def record(self, x):
+        out = original(self, x)
+        batches.append((self, x, out))
+        return out
+    Emulator.predict_batch = record
+    try:
+        yield
+    finally:
+        Emulator.predict_batch = original
+
+
+def bare_forward(batches: list, runs: int = 3) -> float:
+    """Seconds of the trained models in plain PyTorch on the recorded ``batches`` of
+    :func:`_recorded_batches`: each batch's fastest of ``runs`` back-to-back runs (warm: a model
+    run once per step would start colder), summed. Each output must be the plugin's to 1e-4 of its
+    largest value (the same tiles, the same function)."""
+    import numpy as np
+    import torch
+
+    seconds = 0.0
+    for emulator, x, expected in batches:
+        best = float("inf")
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            with torch.inference_mode():
+                out = emulator.model(torch.from_numpy(x).contiguous(memory_format=torch.channels_last))
+                out = out.contiguous().numpy()
+            best = min(best, time.perf_counter() - t0)
+        seconds += best
+        scale = max(float(np.abs(expected).max()), 1.0)
+        if out.shape != expected.shape or not np.abs(out - expected).max() <= 1e-4 * scale:
+            raise RuntimeError(f"{emulator.name}: the bare forward differs from the plugin's on a batch of {x.shape}")
+    return seconds
+
+
 def measure(threads: int = 2, world: Path = WORLD, repeats: int = 5) -> list[dict]:
     import torch
 
@@ -101,7 +154,8 @@ def measure(threads: int = 2, world: Path = WORLD, repeats: int = 5) -> list[dic
 
     torch.set_num_threads(threads)
     spent = collections.defaultdict(float)
-    with tempfile.TemporaryDirectory() as tmp, _timed_stages(spent):
+    batches = []
+    with tempfile.TemporaryDirectory() as tmp, _timed_stages(spent), _recorded_batches(batches):
         nml = write_namelist(Path(tmp) / "bench.nml", world, prefetch_landuse=".false.", torch_threads=threads)
         c = Component()
         c.init(SerialComm(), nml)
@@ -110,35 +164,42 @@ def measure(threads: int = 2, world: Path = WORLD, repeats: int = 5) -> list[dic
         last = max(c.world.scenario_years)  # the last years of the scenario
         first = last - repeats + 1
         c.step((first - 1, 1, 1, 0))  # warm-up: the initial map, the first land use and LAI
+        bare_forward(batches)
         samples = {"landuse": [], "lai": []}
         for year in range(first, last + 1):
             for kind, when in (("landuse", (year, 1, 1, 0)), ("lai", (year, 2, 1, 0))):
                 before = dict(c.timings)
                 spent.clear()
+                batches.clear()
                 c.step(when)
                 step = c.timings[kind] - before.get(kind, 0.0)
-                samples[kind].append((step, {stage: t for (k, stage), t in spent.items() if k == kind}))
+                stages = {stage: t for (k, stage), t in spent.items() if k == kind}
+                samples[kind].append((step, stages, bare_forward([b for b in batches if b[0].kind == kind])))
+        batches.clear()
         c.finalize()
     tiles = len(c.layout.lattice.tiles)
     rows = []
     for kind, runs in samples.items():
-        forward = [s["network (bare forward)"] for _, s in runs]
-        step, spent_in = sorted(runs, key=lambda run: run[0])[len(runs) // 2]  # the median step
+        network = [s[NESTED[1]] for _, s, _ in runs]
+        step, spent_in, _ = sorted(runs, key=lambda run: run[0])[len(runs) // 2]  # the median step
         stages = {stage: spent_in.get(stage, 0.0) for stage in STAGES}
         stages[NESTED[0]] -= stages[NESTED[1]]
         stages["other"] = step - sum(stages.values())
-        rows.append({"emulator": kind, "tiles": tiles, "steps": len(runs), "step_s": statistics.median(t for t, _ in runs),
-                     "forward_s": statistics.median(forward),
-                     "ratio": statistics.median(t / f for (t, _), f in zip(runs, forward)), "stages": stages,
-                     "stages_step_s": step})
+        rows.append({"emulator": kind, "tiles": tiles, "steps": len(runs), "step_s": statistics.median(t for t, *_ in runs),
+                     "bare_s": statistics.median(b for *_, b in runs),
+                     "ratio": statistics.median(t / b for t, _, b in runs),
+                     "network_s": statistics.median(network),
+                     "network_ratio": statistics.median(t / n for (t, *_), n in zip(runs, network)),
+                     "stages": stages, "stages_step_s": step})
     return rows
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| emulator | tiles of 128² | steps | coupled step (s) | bare forward (s) | step / forward |",
-             "| --- | ---: | ---: | ---: | ---: | ---: |"]
-    lines += [f"| {r['emulator']} | {r['tiles']} | {r['steps']} | {r['step_s']:.3f} | {r['forward_s']:.3f} | "
-              f"{r['ratio']:.2f} |" for r in rows]
+    lines = ["| emulator | tiles of 128² | steps | coupled step (s) | bare PyTorch forward (s) | step / bare forward "
+             "| plugin's network in the step (s) | step / plugin's network |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    lines += [f"| {r['emulator']} | {r['tiles']} | {r['steps']} | {r['step_s']:.3f} | {r['bare_s']:.3f} | "
+              f"{r['ratio']:.2f} | {r['network_s']:.3f} | {r['network_ratio']:.2f} |" for r in rows]
     lines += ["", "Where the median step's time goes (ms; \"tiles\" excludes the network inside it):", "",
               "| stage | " + " | ".join(r["emulator"] for r in rows) + " |",
               "| --- |" + " ---: |" * len(rows)]

@@ -56,7 +56,7 @@ def scale_on_paper(step: list[dict], flops_per_tile: dict[str, float]) -> str:
 
     lattice = make_lattice(21600, 43200, 128, 0.5, wrap_lon=True)
     tiles = len(lattice.lat_starts) * len(lattice.lon_starts)
-    per_tile = {r["emulator"]: r["forward_s"] / r["tiles"] for r in step}
+    per_tile = {r["emulator"]: r["network_s"] / r["tiles"] for r in step}
     runs = {"landuse": 1, "lai": 12}  # per model year: one land use, twelve monthly LAI (daily interpolates them)
     tflop = sum(runs[k] * tiles * flops_per_tile[k] for k in runs) / 1e12
     cpu_hours = sum(runs[k] * tiles * per_tile[k] for k in runs) / 3600
@@ -91,7 +91,10 @@ def goal_rows(step, bridge, flops, prefetch) -> list[tuple[str, str, str, bool]]
     """(measure, goal, measured, met) for the goals of issue 6."""
     rows = []
     for r in step:
-        rows.append((f"coupled step / bare forward ({r['emulator']})", "≤ 1.10", f"{r['ratio']:.2f}", r["ratio"] <= 1.10))
+        rows.append((f"coupled step / bare PyTorch forward ({r['emulator']})", "≤ 1.10", f"{r['ratio']:.2f}",
+                     r["ratio"] <= 1.10))
+        rows.append((f"coupled step / the plugin's own network in it ({r['emulator']}; the coupling beside the "
+                     "network)", "≤ 1.10", f"{r['network_ratio']:.2f}", r["network_ratio"] <= 1.10))
     for r in bridge:
         if r["case"].startswith("empty call") or r["case"].startswith("copies"):
             rows.append((r["case"], r["goal"], bench_bridge._cell(r["value"]), bool(r["met"])))

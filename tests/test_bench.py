@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -140,15 +141,35 @@ def test_step_bench_accounts_for_the_whole_step_and_unwraps_its_timers():
     for r in rows.values():
         stages = r["stages"]
         assert abs(sum(stages.values()) - r["stages_step_s"]) < 1e-9  # "other" closes the account
-        assert 0 < r["forward_s"] == stages["network (bare forward)"] < r["step_s"]
-        assert r["ratio"] == pytest.approx(r["step_s"] / r["forward_s"])
+        assert 0 < r["network_s"] == stages["network (the plugin's)"] < r["step_s"]
+        assert r["network_ratio"] == pytest.approx(r["step_s"] / r["network_s"])
+        assert r["ratio"] == pytest.approx(r["step_s"] / r["bare_s"]) and r["bare_s"] > 0
         assert stages["tiles: weighted sums"] > 0 and stages["host-cell means"] > 0
     cells = "cells: softmax, projection, allocation, entropy"
     assert rows["landuse"]["stages"][cells] > 0 == rows["lai"]["stages"][cells]
     assert rows["lai"]["stages"]["softplus"] > 0 == rows["landuse"]["stages"]["softplus"]
     assert rows["lai"]["stages"]["drivers read"] > 0 == rows["landuse"]["stages"]["drivers read"]
     import ai4land_coupler.inference as inference
+    from ai4land_coupler.emulators.checkpoint import Emulator
     assert inference.with_halo is with_halo and "wrapper" not in Component._means.__qualname__
+    assert Emulator.predict_batch.__code__.co_name == "predict_batch"
+
+
+def test_the_bare_forward_is_timed_on_the_plugins_batches_and_must_match_its_output():
+    import bench_step
+
+    from ai4land_coupler.emulators import load_emulator
+
+    emulator = load_emulator("lai", "lai_unet_v1")
+    x = np.random.default_rng(0).normal(size=(2, emulator.in_channels, 64, 64)).astype(np.float32)
+    batches = []
+    with bench_step._recorded_batches(batches):
+        out = emulator.predict_batch(x)
+    assert len(batches) == 1 and batches[0][1] is x and batches[0][2] is out
+    assert bench_step.bare_forward(batches) > 0
+    batches[0] = (emulator, x, out + 1e-3 * max(np.abs(out).max(), 1.0))
+    with pytest.raises(RuntimeError, match="differs from the plugin's"):
+        bench_step.bare_forward(batches)
 
 
 def test_precision_bench_reports_a_small_but_real_change_of_the_coupled_outputs(world_dir):

@@ -107,8 +107,8 @@ class ConvShiftLeaky(nn.Module):
     BatchNorm folded into it, :meth:`DoubleConv.fold_batchnorm`), then the leaky ReLU, in one pass
     over the features: oneDNN's fused convolution on the CPU in float32 without autograd, else the
     three in turn. The same bits either way, and at any thread count (``tests/test_emulators.py``);
-    the fused pass saves writing and reading the features twice (the land-use forward 1.1×, LAI
-    1.2× faster here)."""
+    the fused pass saves writing and reading the features twice (the LAI forward 1.07× faster on
+    2 CPU threads; the land-use one, whose second convolutions feed FiLM, within noise)."""
 
     def __init__(self, conv: nn.Conv2d, shift: torch.Tensor):
         super().__init__()

@@ -450,34 +450,46 @@ def _landuse_inputs(scenario, codes, level_of_code, nodata, area, static, k, col
     ``with_grid``. Sets ``faults[0]`` where the scenario varies inside a coarse cell and ``faults[1]``
     where a code is neither a class nor ``nodata``. Written a fine row and a channel at a time."""
     groups, n, w = scenario.shape[0], column.size, area.shape[1]
-    share = np.empty((groups, w // k))
-    weight = np.empty(w // k)
+    cells_x = w // k
+    share = np.empty((groups, cells_x))
+    weight = np.empty(cells_x)
     share_row = np.empty((groups, w), dtype=np.float32)  # each pixel's cell's share, as float32
+    first_row = np.empty((groups, w), dtype=np.float32)  # each pixel's cell's first scenario value
     level = np.empty(w, dtype=np.int64)
+    hot, cold = np.empty(n, dtype=np.float32), np.empty(n, dtype=np.float32)  # the one-hot values, normalised
+    c = 2 * groups + 2 + len(static)
+    for lv in range(n):
+        hot[lv] = (np.float32(1.0) - mean[c + lv]) / std[c + lv]
+        cold[lv] = (np.float32(0.0) - mean[c + lv]) / std[c + lv]
     c = 2 * groups
     column_position = np.empty(w, dtype=np.float32)  # normalised
-    for x in range(w):
-        column_position[x] = (np.float32((x % k + 0.5) / k - 0.5) - mean[c + 1]) / std[c + 1]
+    for xc in range(cells_x):  # no integer division in the loops over pixels
+        for b in range(k):
+            column_position[xc * k + b] = (np.float32((b + 0.5) / k - 0.5) - mean[c + 1]) / std[c + 1]
     for cy in range(first, end):
         share[:] = 0.0
         weight[:] = 0.0
         for y in range(cy * k, cy * k + k):  # each cell's pixels in order: its rows, then columns
-            for x in range(w):
-                weight[x // k] += area[y, x]
-                c = level_of_code[codes[y, x]]
-                if c < 0 and codes[y, x] != nodata:
-                    faults[1] = 1
-                if c >= 0 and 0 <= column[c] < groups:
-                    share[column[c], x // k] += area[y, x]
+            for xc in range(cells_x):
+                for x in range(xc * k, xc * k + k):
+                    weight[xc] += area[y, x]
+                    c = level_of_code[codes[y, x]]
+                    if c < 0 and codes[y, x] != nodata:
+                        faults[1] = 1
+                    if c >= 0 and 0 <= column[c] < groups:
+                        share[column[c], xc] += area[y, x]
         for g in range(groups):
-            for x in range(w):
-                share_row[g, x] = np.float32(share[g, x // k] / weight[x // k])
+            for xc in range(cells_x):
+                value = np.float32(share[g, xc] / weight[xc])
+                for x in range(xc * k, xc * k + k):
+                    share_row[g, x] = value
+                    first_row[g, x] = scenario[g, cy * k, xc * k]
+        varies = False
         for y in range(cy * k, cy * k + k):
             for g in range(groups):
                 d = groups + g
                 for x in range(w):
-                    if scenario[g, y, x] != scenario[g, cy * k, x - x % k]:
-                        faults[0] = 1
+                    varies = varies | (scenario[g, y, x] != first_row[g, x])
                     out[g, y, x] = (scenario[g, y, x] - mean[g]) / std[g]
                 for x in range(w):
                     out[d, y, x] = (scenario[g, y, x] - share_row[g, x] - mean[d]) / std[d]
@@ -496,7 +508,9 @@ def _landuse_inputs(scenario, codes, level_of_code, nodata, area, static, k, col
             for lv in range(n):
                 c = 2 * groups + 2 + len(static) + lv
                 for x in range(w):
-                    out[c, y, x] = (np.float32(1.0 if level[x] == lv else 0.0) - mean[c]) / std[c]
+                    out[c, y, x] = hot[lv] if level[x] == lv else cold[lv]
+        if varies:
+            faults[0] = 1
 
 
 @kernel

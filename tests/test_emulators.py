@@ -379,10 +379,12 @@ def test_the_inference_network_follows_every_change_of_the_model():
 
 
 @pytest.mark.parametrize("kind, name", [("landuse", "landuse_unet_v1"), ("lai", "lai_unet_v1")])
-def test_the_fused_convolutions_give_the_bits_of_the_three_steps_at_any_thread_count(kind, name):
-    """The folded network's convolutions with their shift and leaky ReLU (ConvShiftLeaky) run as one
-    oneDNN pass: the same bits as convolution, shift and activation in turn (the path without the
-    fused operator, or under autograd), at 1 and 2 threads."""
+@pytest.mark.parametrize("pixels_per_pass", [unet.FiLM.PIXELS_PER_PASS, 5000])
+def test_the_fused_inference_passes_give_the_bits_of_the_plain_ones_at_any_thread_count(kind, name, pixels_per_pass):
+    """The folded network's fused passes on the CPU (each convolution with its shift and leaky ReLU
+    in one oneDNN pass, FiLM and its activation in blocks of pixels) give the same bits as the
+    plain passes (taken under autograd or autocast, and off the CPU), at 1 and 2 threads; with
+    passes of 5000 pixels, several of them at each level of the U-Net."""
     emulator = load_emulator(kind, name)
     network = emulator.inference_network()
     fused = [m for m in network.modules() if isinstance(m, unet.ConvShiftLeaky)]
@@ -392,18 +394,34 @@ def test_the_fused_convolutions_give_the_bits_of_the_three_steps_at_any_thread_c
     threads = torch.get_num_threads()
     outputs = []
     try:
-        for n in (1, 2):
-            torch.set_num_threads(n)
-            with torch.inference_mode():
-                assert all(m.fused(x) for m in fused)
-                outputs.append(network(x))
-            with torch.no_grad(), mock.patch.object(unet.ConvShiftLeaky, "fused", lambda self, x: False):
-                outputs.append(network(x))
+        with mock.patch.object(unet.FiLM, "PIXELS_PER_PASS", pixels_per_pass), \
+                mock.patch.object(unet.FiLM, "modulated_leaky", side_effect=unet.FiLM.modulated_leaky,
+                                  autospec=True) as modulated:
+            for n in (1, 2):
+                torch.set_num_threads(n)
+                with torch.inference_mode():
+                    assert all(m.fused(x) for m in fused)
+                    outputs.append(network(x))
+                with torch.no_grad(), mock.patch.object(unet, "plain_cpu_inference", lambda x: False):
+                    outputs.append(network(x))
+        assert modulated.call_count == (2 * 7 if kind == "landuse" else 0)  # every FiLM block, twice
     finally:
         torch.set_num_threads(threads)
     for other in outputs[1:]:
         assert torch.equal(other, outputs[0])
     assert outputs[0].abs().max() > 0.1
+
+
+def test_pixel_passes_cover_the_pixels_in_equal_passes_of_multiples_of_64():
+    assert unet.pixel_passes(12288, 5000) == [(0, 4096), (4096, 8192), (8192, 12288)]
+    assert unet.pixel_passes(49152, 32768) == [(0, 24576), (24576, 49152)]
+    assert unet.pixel_passes(320, 32768) == [(0, 320)]
+    assert unet.pixel_passes(0, 32768) == [(0, 0)]
+    for pixels, size in ((98304, 32768), (12352, 5000), (131072, 32768)):
+        passes = unet.pixel_passes(pixels, size)
+        assert passes[0][0] == 0 and passes[-1][1] == pixels
+        assert all(a[1] == b[0] for a, b in zip(passes, passes[1:]))
+        assert all((end - first) % 64 == 0 and end - first <= size + 64 for first, end in passes[:-1])
 
 
 @pytest.mark.parametrize("kind, name", [("landuse", "landuse_unet_v1"), ("lai", "lai_unet_v1")])

@@ -42,14 +42,20 @@ class MatmulConv1x1(nn.Conv2d):
         """``shift`` (C_out): added to the bias (in the same pass)."""
         b, c, h, w = x.shape
         rows = x.permute(0, 2, 3, 1).reshape(-1, c)  # a view when x is channels-last
-        weight, bias = self.weight.view(self.out_channels, c).t(), self.bias
+        return self.rows_product(rows, shift).reshape(b, h, w, -1).permute(0, 3, 1, 2)
+
+    def rows_product(self, rows: torch.Tensor, shift: torch.Tensor | None = None) -> torch.Tensor:
+        """The convolution of pixels given as the rows (pixels, C_in) of a matrix: (pixels, C_out).
+        Each row's result does not depend on the other rows (the product splits the rows among
+        the threads), so a block of rows gives the bits of the whole."""
+        weight, bias = self.weight.view(self.out_channels, rows.shape[1]).t(), self.bias
         if shift is not None:
             bias = shift if bias is None else bias + shift
         if self.out_channels < self.MIN_COLUMNS:  # zero columns: a matrix-vector product may split the sums
             weight = F.pad(weight, (0, self.MIN_COLUMNS - self.out_channels))
             bias = None if bias is None else F.pad(bias, (0, self.MIN_COLUMNS - self.out_channels))
         y = torch.mm(rows, weight) if bias is None else torch.addmm(bias, rows, weight)
-        return y[:, :self.out_channels].reshape(b, h, w, -1).permute(0, 3, 1, 2)
+        return y[:, :self.out_channels]
 
 
 class FiLM(nn.Module):
@@ -63,10 +69,31 @@ class FiLM(nn.Module):
         nn.init.zeros_(self.out.bias)
         self.register_buffer("identity_shift", torch.cat([torch.ones(channels), torch.zeros(channels)]), persistent=False)
 
+    #: Pixels per pass of :meth:`modulated_leaky`: a pass's hidden features, γ and β (about 60
+    #: floats a pixel for 16 channels) stay in a core's cache until they are used.
+    PIXELS_PER_PASS = 32768
+
     def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         hidden = F.leaky_relu(self.hidden(cond), LEAKY_SLOPE, inplace=not self.training)
         gamma, beta = self.out(hidden, shift=self.identity_shift).chunk(2, dim=1)
         return torch.addcmul(beta, x, gamma)  # gamma holds 1 + γ
+
+    def modulated_leaky(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        """For inference: ``leaky_relu(self(x, cond))``, channels-last, made in passes over blocks of
+        about :attr:`PIXELS_PER_PASS` pixels, each block's hidden features, γ and β used while they
+        are in cache, instead of passes over the whole of each. The same bits: every step is a
+        pixel's own (:meth:`MatmulConv1x1.rows_product`, then elementwise)."""
+        c = x.shape[1]
+        rows = x.permute(0, 2, 3, 1).reshape(-1, c)  # views of channels-last tensors
+        cond_rows = cond.permute(0, 2, 3, 1).reshape(-1, cond.shape[1])
+        out = torch.empty_like(x, memory_format=torch.channels_last)
+        out_rows = out.permute(0, 2, 3, 1).view(-1, c)
+        for first, end in pixel_passes(rows.shape[0], self.PIXELS_PER_PASS):
+            hidden = F.leaky_relu(self.hidden.rows_product(cond_rows[first:end]), LEAKY_SLOPE, inplace=True)
+            gamma_beta = self.out.rows_product(hidden, shift=self.identity_shift)  # γ holds 1 + γ
+            torch.addcmul(gamma_beta[:, c:], rows[first:end], gamma_beta[:, :c], out=out_rows[first:end])
+            F.leaky_relu(out_rows[first:end], LEAKY_SLOPE, inplace=True)
+        return out
 
     @torch.no_grad()
     def fold_bias(self) -> None:
@@ -88,6 +115,22 @@ class FiLM(nn.Module):
         self.identity_shift = None
         for layer in (self.hidden, self.out):
             layer.train(self.training)
+
+
+def pixel_passes(pixels: int, size: int) -> list[tuple[int, int]]:
+    """[first, end) of the fewest passes of at most about ``size`` pixels over ``pixels``, of
+    equal sizes in multiples of 64 (no short last pass)."""
+    if pixels <= size:
+        return [(0, pixels)]
+    step = -(-pixels // -(-pixels // size) // 64) * 64  # ⌈pixels / ⌈pixels / size⌉⌉, up to a multiple of 64
+    return [(first, min(first + step, pixels)) for first in range(0, pixels, step)]
+
+
+def plain_cpu_inference(x: torch.Tensor) -> bool:
+    """Whether ``x`` is float32 on the CPU, outside autograd and autocast: where the folded network
+    takes its fused passes (:class:`ConvShiftLeaky`, :meth:`FiLM.modulated_leaky`)."""
+    return (x.device.type == "cpu" and x.dtype == torch.float32 and not torch.is_grad_enabled()
+            and not torch.is_autocast_enabled("cpu"))
 
 
 def _fused_convolution():
@@ -117,9 +160,7 @@ class ConvShiftLeaky(nn.Module):
 
     def fused(self, x: torch.Tensor) -> bool:
         """Whether :meth:`forward` takes oneDNN's fused convolution for ``x``."""
-        return (_FUSED_CONVOLUTION is not None and x.device.type == "cpu" and x.dtype == torch.float32
-                and self.conv.weight.dtype == torch.float32 and not torch.is_grad_enabled()
-                and not torch.is_autocast_enabled("cpu"))
+        return _FUSED_CONVOLUTION is not None and plain_cpu_inference(x) and self.conv.weight.dtype == torch.float32
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         c = self.conv
@@ -137,6 +178,7 @@ class DoubleConv(nn.Module):
         self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1, bias=False)
         self.norm2 = nn.BatchNorm2d(c_out)
         self.film = FiLM(cond_channels, c_out) if cond_channels else None
+        self.folded = False  # by fold_batchnorm: for inference only
 
     @torch.no_grad()
     def fold_batchnorm(self) -> None:
@@ -161,6 +203,7 @@ class DoubleConv(nn.Module):
                 self.conv1, self.norm1 = ConvShiftLeaky(conv, shift), nn.Identity()
             else:
                 self.conv2, self.norm2 = ConvShiftLeaky(conv, shift), nn.Identity()
+        self.folded = True
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         inplace = not self.training  # autograd keeps the unactivated tensors
@@ -172,6 +215,8 @@ class DoubleConv(nn.Module):
             return x
         x = self.norm2(x)
         if self.film is not None:
+            if self.folded and plain_cpu_inference(x):
+                return self.film.modulated_leaky(x, cond)
             x = self.film(x, cond)
         return F.leaky_relu(x, LEAKY_SLOPE, inplace=inplace)
 

@@ -10,8 +10,8 @@ in the same batches:
 
 * the **bare PyTorch forward**: the trained model as PyTorch runs it (``Emulator.model``: eval and
   inference mode, channels-last, its BatchNorms as trained), timed right after the step on the
-  batches the step predicted, each at its fastest of 3 runs (:func:`bare_forward`; its output
-  must match the plugin's);
+  batches the step predicted, each the median of 3 runs (:func:`bare_forward`; its output must
+  match the plugin's);
 * the **plugin's network** (``Emulator.predict_batch``: the BatchNorms folded, each convolution
   fused with its shift and activation), timed inside the step. The step over it is what the
   coupling costs beside the network.
@@ -123,22 +123,23 @@ def _recorded_batches(batches: list):
 
 def bare_forward(batches: list, runs: int = 3) -> float:
     """Seconds of the trained models in plain PyTorch on the recorded ``batches`` of
-    :func:`_recorded_batches`: each batch's fastest of ``runs`` back-to-back runs (warm: a model
-    run once per step would start colder), summed. Each output must be the plugin's to 1e-4 of its
-    largest value (the same tiles, the same function)."""
+    :func:`_recorded_batches`: each batch's median of ``runs`` back-to-back runs, summed. Warm,
+    where the plugin's network runs once after the cell work; a median, as the step is one run
+    (the fastest of several would set the VM's quietest moment against a typical step). Each
+    output must be the plugin's to 1e-4 of its largest value (the same tiles, the same function)."""
     import numpy as np
     import torch
 
     seconds = 0.0
     for emulator, x, expected in batches:
-        best = float("inf")
+        times = []
         for _ in range(runs):
             t0 = time.perf_counter()
             with torch.inference_mode():
                 out = emulator.model(torch.from_numpy(x).contiguous(memory_format=torch.channels_last))
                 out = out.contiguous().numpy()
-            best = min(best, time.perf_counter() - t0)
-        seconds += best
+            times.append(time.perf_counter() - t0)
+        seconds += statistics.median(times)
         scale = max(float(np.abs(expected).max()), 1.0)
         if out.shape != expected.shape or not np.abs(out - expected).max() <= 1e-4 * scale:
             raise RuntimeError(f"{emulator.name}: the bare forward differs from the plugin's on a batch of {x.shape}")

@@ -422,6 +422,7 @@ def test_pixel_passes_cover_the_pixels_in_equal_passes_of_multiples_of_64():
         assert passes[0][0] == 0 and passes[-1][1] == pixels
         assert all(a[1] == b[0] for a, b in zip(passes, passes[1:]))
         assert all((end - first) % 64 == 0 and end - first <= size + 64 for first, end in passes[:-1])
+        assert passes[-1][1] - passes[-1][0] <= passes[0][1] - passes[0][0]
 
 
 @pytest.mark.parametrize("kind, name", [("landuse", "landuse_unet_v1"), ("lai", "lai_unet_v1")])

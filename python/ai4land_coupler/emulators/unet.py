@@ -118,8 +118,8 @@ class FiLM(nn.Module):
 
 
 def pixel_passes(pixels: int, size: int) -> list[tuple[int, int]]:
-    """[first, end) of the fewest passes of at most about ``size`` pixels over ``pixels``, of
-    equal sizes in multiples of 64 (no short last pass)."""
+    """[first, end) of the fewest passes of at most about ``size`` pixels over ``pixels``: all of
+    one size, a multiple of 64, but the last, which is no longer."""
     if pixels <= size:
         return [(0, pixels)]
     step = -(-pixels // -(-pixels // size) // 64) * 64  # ⌈pixels / ⌈pixels / size⌉⌉, up to a multiple of 64

@@ -128,16 +128,15 @@ def bare_forward(batches: list, runs: int = 3) -> float:
     (the fastest of several would set the VM's quietest moment against a typical step). Each
     output must be the plugin's to 1e-4 of its largest value (the same tiles, the same function)."""
     import numpy as np
-    import torch
+    from bench_flops import _unfolded  # the trained model in plain PyTorch, as section (c) runs it
 
     seconds = 0.0
     for emulator, x, expected in batches:
+        run = _unfolded(emulator, None)
         times = []
         for _ in range(runs):
             t0 = time.perf_counter()
-            with torch.inference_mode():
-                out = emulator.model(torch.from_numpy(x).contiguous(memory_format=torch.channels_last))
-                out = out.contiguous().numpy()
+            out = run(x)
             times.append(time.perf_counter() - t0)
         seconds += statistics.median(times)
         scale = max(float(np.abs(expected).max()), 1.0)

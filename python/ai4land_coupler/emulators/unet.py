@@ -42,20 +42,14 @@ class MatmulConv1x1(nn.Conv2d):
         """``shift`` (C_out): added to the bias (in the same pass)."""
         b, c, h, w = x.shape
         rows = x.permute(0, 2, 3, 1).reshape(-1, c)  # a view when x is channels-last
-        return self.rows_product(rows, shift).reshape(b, h, w, -1).permute(0, 3, 1, 2)
-
-    def rows_product(self, rows: torch.Tensor, shift: torch.Tensor | None = None) -> torch.Tensor:
-        """The convolution of pixels given as the rows (pixels, C_in) of a matrix: (pixels, C_out).
-        Each row's result does not depend on the other rows (the product splits the rows among
-        the threads), so a block of rows gives the bits of the whole."""
-        weight, bias = self.weight.view(self.out_channels, rows.shape[1]).t(), self.bias
+        weight, bias = self.weight.view(self.out_channels, c).t(), self.bias
         if shift is not None:
             bias = shift if bias is None else bias + shift
         if self.out_channels < self.MIN_COLUMNS:  # zero columns: a matrix-vector product may split the sums
             weight = F.pad(weight, (0, self.MIN_COLUMNS - self.out_channels))
             bias = None if bias is None else F.pad(bias, (0, self.MIN_COLUMNS - self.out_channels))
         y = torch.mm(rows, weight) if bias is None else torch.addmm(bias, rows, weight)
-        return y[:, :self.out_channels]
+        return y[:, :self.out_channels].reshape(b, h, w, -1).permute(0, 3, 1, 2)
 
 
 class FiLM(nn.Module):
@@ -69,31 +63,36 @@ class FiLM(nn.Module):
         nn.init.zeros_(self.out.bias)
         self.register_buffer("identity_shift", torch.cat([torch.ones(channels), torch.zeros(channels)]), persistent=False)
 
-    #: Pixels per pass of :meth:`modulated_leaky`: a pass's conditioning fields, hidden features, γ
-    #: and β (about 70 floats a pixel for 16 channels) stay in a core's cache until they are used.
-    PIXELS_PER_PASS = 32768
-
     def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         hidden = F.leaky_relu(self.hidden(cond), LEAKY_SLOPE, inplace=not self.training)
         gamma, beta = self.out(hidden, shift=self.identity_shift).chunk(2, dim=1)
         return torch.addcmul(beta, x, gamma)  # gamma holds 1 + γ
 
+    def fused(self, x: torch.Tensor) -> bool:
+        """Whether :meth:`modulated_leaky` takes oneDNN's fused matrix products for ``x``."""
+        return _FUSED_LINEAR is not None and plain_cpu_inference(x) and self.out.weight.dtype == torch.float32
+
     def modulated_leaky(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        """For inference: ``leaky_relu(self(x, cond))``, channels-last, made in passes over blocks of
-        about :attr:`PIXELS_PER_PASS` pixels, each block's hidden features, γ and β used while they
-        are in cache, instead of passes over the whole of each. The same bits: every step is a
-        pixel's own (:meth:`MatmulConv1x1.rows_product`, then elementwise)."""
-        c = x.shape[1]
+        """For inference: ``leaky_relu(self(x, cond))``. Where :meth:`fused`, three oneDNN matrix
+        products over the pixels (the rows of the channels-last tensors), each finishing its output
+        as it writes it: the hidden layer with its leaky ReLU, then ``x ⊙ (1 + γ)``, then ``+ β``,
+        so that γ and β are never stored. Each pixel's result is its own: the same bits at any
+        thread count, though not those of :meth:`forward`'s products and ``addcmul`` (≈1e-7
+        relative apart)."""
+        if not self.fused(x):
+            return F.leaky_relu(self(x, cond), LEAKY_SLOPE, inplace=True)
+        linear, linear_binary = _FUSED_LINEAR
+        b, c, h, w = x.shape
         rows = x.permute(0, 2, 3, 1).reshape(-1, c)  # views of channels-last tensors
         cond_rows = cond.permute(0, 2, 3, 1).reshape(-1, cond.shape[1])
-        out = torch.empty_like(x, memory_format=torch.channels_last)
-        out_rows = out.permute(0, 2, 3, 1).view(-1, c)
-        for first, end in pixel_passes(rows.shape[0], self.PIXELS_PER_PASS):
-            hidden = F.leaky_relu(self.hidden.rows_product(cond_rows[first:end]), LEAKY_SLOPE, inplace=True)
-            gamma_beta = self.out.rows_product(hidden, shift=self.identity_shift)  # γ holds 1 + γ
-            torch.addcmul(gamma_beta[:, c:], rows[first:end], gamma_beta[:, :c], out=out_rows[first:end])
-            F.leaky_relu(out_rows[first:end], LEAKY_SLOPE, inplace=True)
-        return out
+        weight, bias = self.out.weight.view(2 * c, -1), self.out.bias
+        if bias is not None and self.identity_shift is not None:
+            bias = bias + self.identity_shift
+        hidden = linear(cond_rows, self.hidden.weight.view(self.hidden.out_channels, -1), self.hidden.bias,
+                        "leaky_relu", [LEAKY_SLOPE], "")
+        scaled = linear_binary(hidden, rows, weight[:c], None if bias is None else bias[:c], "mul")
+        out = linear_binary(hidden, scaled, weight[c:], None if bias is None else bias[c:], "add")
+        return F.leaky_relu(out, LEAKY_SLOPE, inplace=True).view(b, h, w, c).permute(0, 3, 1, 2)
 
     @torch.no_grad()
     def fold_bias(self) -> None:
@@ -117,15 +116,6 @@ class FiLM(nn.Module):
             layer.train(self.training)
 
 
-def pixel_passes(pixels: int, size: int) -> list[tuple[int, int]]:
-    """[first, end) of the fewest passes of at most about ``size`` pixels over ``pixels``: all of
-    one size, a multiple of 64, but the last, which is no longer."""
-    if pixels <= size:
-        return [(0, pixels)]
-    step = -(-pixels // -(-pixels // size) // 64) * 64  # ⌈pixels / ⌈pixels / size⌉⌉, up to a multiple of 64
-    return [(first, min(first + step, pixels)) for first in range(0, pixels, step)]
-
-
 def plain_cpu_inference(x: torch.Tensor) -> bool:
     """Whether ``x`` is float32 on the CPU, outside autograd and autocast: where the folded network
     takes its fused passes (:class:`ConvShiftLeaky`, :meth:`FiLM.modulated_leaky`)."""
@@ -143,6 +133,19 @@ def _fused_convolution():
 
 
 _FUSED_CONVOLUTION = _fused_convolution()
+
+
+def _fused_linear():
+    """oneDNN's matrix product with an activation, or a product or sum with another tensor, applied
+    as it writes its output (torch's ``mkldnn::_linear_pointwise``, which its inductor compiler
+    uses), as (with an activation, with another tensor); None where torch has none."""
+    try:
+        return torch.ops.mkldnn._linear_pointwise.default, torch.ops.mkldnn._linear_pointwise.binary
+    except (AttributeError, RuntimeError):
+        return None
+
+
+_FUSED_LINEAR = _fused_linear()
 
 
 class ConvShiftLeaky(nn.Module):
@@ -218,7 +221,7 @@ class DoubleConv(nn.Module):
             return x
         x = self.norm2(x)
         if self.film is not None:
-            if self.folded and plain_cpu_inference(x):
+            if self.folded:
                 return self.film.modulated_leaky(x, cond)
             x = self.film(x, cond)
         return F.leaky_relu(x, LEAKY_SLOPE, inplace=inplace)

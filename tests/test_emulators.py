@@ -9,6 +9,7 @@ from unittest import mock
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from ai4land_coupler.datasets import BIOCLIM_NAMES, CLASS_CODES, STATIC_NAMES, WorldData, sha256_file
 from ai4land_coupler.emulators import (LANDUSE_CLASSES, SHIPPED, WEIGHTS_DIR, LaiEmulator, LandUseEmulator, UNet,
@@ -415,6 +416,30 @@ def test_the_fused_inference_passes_give_the_same_bits_at_any_thread_count_close
     else:
         difference = (fused_runs[0] - plain_runs[0]).abs().max()
         assert 0 < difference < 1e-6 * scale
+
+
+@pytest.mark.parametrize("fold_bias", [False, True])
+def test_film_modulated_leaky_is_the_leaky_relu_of_film_with_or_without_its_biases_folded(fold_bias):
+    """The fused FiLM takes its layers' biases (and the 1 of 1 + γ) as they are, or folded into the
+    weights with a conditioning channel of ones."""
+    torch.manual_seed(0)
+    film = unet.FiLM(4, 16).eval()
+    with torch.no_grad():
+        for layer in (film.hidden, film.out):
+            layer.weight.normal_(0, 0.5)
+            layer.bias.normal_(0, 0.5)
+    x = torch.randn(2, 16, 8, 8).contiguous(memory_format=torch.channels_last)
+    cond = torch.randn(2, 4, 8, 8).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        expected = F.leaky_relu(film(x, cond), unet.LEAKY_SLOPE)
+    if fold_bias:
+        film.fold_bias()
+        cond = torch.cat([cond, torch.ones(2, 1, 8, 8)], dim=1).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        assert film.fused(x)
+        got = film.modulated_leaky(x, cond)
+    assert got.shape == expected.shape and expected.abs().max() > 1.0
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("kind, name", [("landuse", "landuse_unet_v1"), ("lai", "lai_unet_v1")])

@@ -1,4 +1,6 @@
 """The Python component end to end on the default world (serial)."""
+import re
+
 import numpy as np
 import pytest
 
@@ -170,7 +172,7 @@ def test_crosswalk_fields_follow_the_class_fractions(box_run, world_dir, tmp_pat
         assert pct[1].max() > 0 and pct[3].max() > 0  # boreal and tropical forests both occur
 
 
-def test_landuse_prefetch_gives_the_same_bits_and_runs_in_the_background(world_dir, tmp_path):
+def test_landuse_prefetch_gives_the_same_bits_and_runs_in_the_background(world_dir, tmp_path, capfd):
     import hashlib
 
     from ai4land_coupler.comm import SerialComm
@@ -197,8 +199,16 @@ def test_landuse_prefetch_gives_the_same_bits_and_runs_in_the_background(world_d
         c.finalize()
         return digests, stages, timings
 
+    capfd.readouterr()
     on, stages, timings = run(True)
+    waits_on = re.findall(r"year (\d+): the host waited ([\d.]+) s for its land use \(([\w ]+)\)", capfd.readouterr().err)
     off, none, plain = run(False)
+    waits_off = re.findall(r"year (\d+): the host waited ([\d.]+) s for its land use \(([\w ]+)\)", capfd.readouterr().err)
+    assert [(y, how) for y, _, how in waits_on] == [("2031", "computed at the year boundary"),
+                                                   ("2032", "prefetched in the background"),
+                                                   ("2033", "prefetched in the background")]
+    assert [(y, how) for y, _, how in waits_off] == [(y, "computed at the year boundary") for y in ("2031", "2032", "2033")]
+    assert sum(float(w) for _, w, _ in waits_on) == pytest.approx(timings["landuse"], rel=0.01, abs=0.003)
     assert on == off and len(set(on)) == 3  # three years, three different maps
     # The first boundary starts 2032 at once (no step within a year seen yet); later boundaries
     # leave the start of next year's to the next step.

@@ -470,6 +470,7 @@ class Component:
             self._landuse_started = True
         t0 = time.perf_counter()
         probs = uncertainty = land = None
+        prefetched = self._prefetch is not None and self._prefetch.year == year
         if self.config.do_dynamic_landuse:
             result, scenario = self._landuse_of(year)
             self._check_conservation(year, result.group_shares if on_slab else None, scenario)
@@ -495,7 +496,11 @@ class Component:
             fine_map, fine_uncertainty = (self._history_rows(f) for f in (self.fine_map, uncertainty))
             if self.history is not None:
                 self.history.write_landuse(events.date, fine_map, fine_uncertainty)
-        self.timings["landuse"] = self.timings.get("landuse", 0.0) + time.perf_counter() - t0
+        seconds = time.perf_counter() - t0
+        self.timings["landuse"] = self.timings.get("landuse", 0.0) + seconds
+        if self.config.do_dynamic_landuse:
+            self.log.info("year %d: the host waited %.3f s for its land use (%s)", year, seconds,
+                          "prefetched in the background" if prefetched else "computed at the year boundary")
         if self.config.do_dynamic_landuse and self.config.prefetch_landuse:
             # A host that steps within the year: the next step starts it, and the boundary step stays
             # short (the host waits there for nothing but this year's blend, check and means).

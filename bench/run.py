@@ -94,7 +94,8 @@ def goal_rows(step, bridge, flops, prefetch) -> list[tuple[str, str, str, bool]]
         rows.append((f"coupled step / bare PyTorch forward ({r['emulator']})", "≤ 1.10", f"{r['ratio']:.2f}",
                      r["ratio"] <= 1.10))
         rows.append((f"coupled step / the plugin's own network in it ({r['emulator']}; the coupling beside the "
-                     "network)", "≤ 1.10", f"{r['network_ratio']:.2f}", r["network_ratio"] <= 1.10))
+                     "network: our stricter measure, not the issue's)", "≤ 1.10", f"{r['network_ratio']:.2f}",
+                     r["network_ratio"] <= 1.10))
     for r in bridge:
         if r["case"].startswith("empty call") or r["case"].startswith("copies"):
             rows.append((r["case"], r["goal"], bench_bridge._cell(r["value"]), bool(r["met"])))

@@ -199,11 +199,14 @@ def test_landuse_prefetch_gives_the_same_bits_and_runs_in_the_background(world_d
         c.finalize()
         return digests, stages, timings
 
+    def logged_waits():
+        return re.findall(r"year (\d+): the host waited ([\d.]+) s for its land use \(([\w ]+)\)", capfd.readouterr().err)
+
     capfd.readouterr()
     on, stages, timings = run(True)
-    waits_on = re.findall(r"year (\d+): the host waited ([\d.]+) s for its land use \(([\w ]+)\)", capfd.readouterr().err)
+    waits_on = logged_waits()
     off, none, plain = run(False)
-    waits_off = re.findall(r"year (\d+): the host waited ([\d.]+) s for its land use \(([\w ]+)\)", capfd.readouterr().err)
+    waits_off = logged_waits()
     assert [(y, how) for y, _, how in waits_on] == [("2031", "computed at the year boundary"),
                                                    ("2032", "prefetched in the background"),
                                                    ("2033", "prefetched in the background")]

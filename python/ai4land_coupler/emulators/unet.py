@@ -100,7 +100,8 @@ class FiLM(nn.Module):
         weights, fed by one more input that is always 1: the conditioning fields then come with a
         last channel of ones (:attr:`UNet.cond_ones`), which the hidden layer passes on. Both layers
         are then plain matrix products, which write their result once instead of first filling it
-        with the bias and adding the product to it; the same function to rounding."""
+        with the bias and adding the product to it (:meth:`forward`, the path off the fused one;
+        :meth:`modulated_leaky` takes the biases either way); the same function to rounding."""
         hidden, out = self.hidden, self.out
         n = hidden.out_channels
         self.hidden = MatmulConv1x1(hidden.in_channels + 1, n + 1, bias=False).to(hidden.weight)
